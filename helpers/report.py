@@ -1,0 +1,183 @@
+"""Report plumbing: provenance, the metrics file, the author block and observations from the numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import PROJECT_ROOT
+from .training import resolve_device
+
+
+def git_revision(root: Path = PROJECT_ROOT) -> str:
+    """Short commit hash, with ``-dirty`` when the work tree has changes; ``unknown`` outside git."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment(device="auto") -> dict:
+    """Versions, device and machine facts for the appendix and ``metrics.json``."""
+    import matplotlib
+    import sklearn
+    import torchvision
+
+    dev = resolve_device(device)
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "matplotlib": matplotlib.__version__,
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.machine(),
+        "git_revision": git_revision(),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    return info
+
+
+class Stopwatch:
+    """Wall time since creation."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def to_jsonable(obj):
+    """Convert numpy, torch and pandas values to plain JSON types (NaN becomes null)."""
+    if isinstance(obj, dict) or hasattr(obj, "items") and not isinstance(obj, (pd.DataFrame, pd.Series)):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, pd.DataFrame):
+        return [to_jsonable(r) for r in obj.to_dict(orient="records")]
+    if isinstance(obj, pd.Series):
+        return to_jsonable(obj.to_dict())
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_metrics(output_dir: str | Path, payload: dict, name: str = "metrics.json") -> Path:
+    path = Path(output_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_jsonable(payload), indent=2))
+    return path
+
+
+def author_block(*, title: str, cfg) -> str:
+    """Markdown title block of a report."""
+    return (
+        f"# {title}\n\n"
+        f"**Author:** {cfg.author_name} ({cfg.author_id})  \n"
+        f"**Course:** {cfg.course}  \n"
+        f"**Profile:** `{cfg.profile}` · **seed:** {cfg.seed} · **date:** {dt.date.today().isoformat()}"
+    )
+
+
+def split_sizes(splits: dict) -> dict:
+    return {name: len(s) for name, s in splits.items()}
+
+
+def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | None = None) -> str:
+    """Markdown bullet points drawn from the grid table, the histories and the final test result."""
+    ok = table.dropna(subset=["val_acc"])
+    lines = []
+    if ok.empty:
+        return "- Every configuration failed; see the status column."
+    best = ok.iloc[ok["val_acc"].values.argmax()]
+    worst = ok.iloc[ok["val_acc"].values.argmin()]
+    fastest = ok.iloc[ok["seconds"].values.argmin()]
+    slowest = ok.iloc[ok["seconds"].values.argmax()]
+    lines.append(f"- **Best configuration:** `{best['name']}` with {best['val_acc']:.2%} validation accuracy, "
+                 f"{best['val_acc'] - worst['val_acc']:.2%} above the weakest (`{worst['name']}`, "
+                 f"{worst['val_acc']:.2%}).")
+    lines.append(f"- **Fastest:** `{fastest['name']}` ({fastest['seconds']:.1f} s); the slowest, `{slowest['name']}`, "
+                 f"took {slowest['seconds'] / max(fastest['seconds'], 1e-9):.1f}x as long ({slowest['seconds']:.1f} s).")
+    gap = ok["train_acc"] - ok["val_acc"]
+    widest = ok.loc[gap.idxmax()]
+    lines.append(f"- **Train/validation gap** of the best: {best['train_acc'] - best['val_acc']:+.2%} "
+                 f"(train {best['train_acc']:.2%}); the widest gap is `{widest['name']}` "
+                 f"({widest['train_acc'] - widest['val_acc']:+.2%}), the clearest sign of overfitting in the grid.")
+    h = histories.get(best["name"])
+    if h:
+        be = h.best_epoch
+        last = h[-1]
+        lowest = min(r["val_loss"] for r in h if r["val_loss"] is not None)
+        if be is not None and be < last["epoch"]:
+            lines.append(f"- **Validation loss** of the best was lowest at epoch {be} of {last['epoch']} "
+                         f"({lowest:.4f}) and ended at {last['val_loss']:.4f}: later epochs "
+                         f"{'overfit' if last['val_loss'] > lowest * 1.02 else 'changed it little'}.")
+        elif be is not None:
+            lines.append(f"- **Validation loss** of the best was still falling at the last epoch ({be}): "
+                         "more epochs might help.")
+    failed = table[table["status"] != "completed"]
+    for _, row in failed.iterrows():
+        lines.append(f"- `{row['name']}` stopped early: {row['status']}.")
+    if final is not None:
+        test = final["test"]
+        lines.append(f"- **Test set:** retrained on train + validation, `{best['name']}` scores "
+                     f"{test['accuracy']:.2%} accuracy (loss {test['loss']:.4f}).")
+        mc = test["most_confused"]
+        if len(mc):
+            top = mc.iloc[0]
+            lines.append(f"- **Most confused:** {top['true']} taken for {top['predicted']} {top['count']} times "
+                         f"({top['share_of_true']:.1%} of the {top['true']} images).")
+        pc = test["per_class"].sort_values("accuracy")
+        lines.append(f"- **Hardest class:** {pc.iloc[0]['class']} ({pc.iloc[0]['accuracy']:.1%}); "
+                     f"easiest: {pc.iloc[-1]['class']} ({pc.iloc[-1]['accuracy']:.1%}).")
+    return "\n".join(lines)
+
+
+def test_summary(result: dict) -> dict:
+    """The JSON-ready part of an evaluation result (no per-sample arrays)."""
+    return {
+        "accuracy": result["accuracy"],
+        "loss": result["loss"],
+        "confusion_matrix": result["confusion_matrix"],
+        "per_class_accuracy": dict(zip(result["per_class"]["class"], result["per_class"]["accuracy"])),
+        "classification_report": result["report"].to_dict(orient="index"),
+        "most_confused": result["most_confused"][["true", "predicted", "count"]],
+    }
+
+
+def appendix(env: dict, *, seconds: float, params: dict) -> pd.DataFrame:
+    """Provenance table for the report's appendix."""
+    rows = dict(env)
+    rows["wall time"] = f"{seconds:.1f} s"
+    rows["parameters"] = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))

@@ -1,0 +1,254 @@
+"""Training: devices, seeding, optimizers, schedules, checkpoints and the ``fit`` loop.
+
+``fit`` returns a :class:`History`, a list with one dict per epoch (skorch style):
+``epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import Augment
+from .data import ImageSet, batch_indices
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).split(":")[0]
+    if name not in DEVICES:
+        raise ValueError(f"device={device!r}: unknown; allowed: {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so a run repeats."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def progress_enabled() -> bool:
+    # Bars help in JupyterLab but are noise in an exported report; the CLI sets this variable.
+    return os.environ.get("HELPERS_PROGRESS", "1") != "0"
+
+
+def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                   nesterov: bool = False) -> torch.optim.Optimizer:
+    name = name.lower()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer={name!r}: unknown; allowed: {', '.join(OPTIMIZERS)}")
+    if not lr > 0:
+        raise ValueError(f"lr={lr!r}: must be > 0")
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                               weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, momentum=0.0)
+
+
+def make_scheduler(name: str, optimizer, *, total_steps: int, steps_per_epoch: int, lr: float,
+                   step_epochs: int = 10, gamma: float = 0.1):
+    """A scheduler stepped once per batch (``none`` gives None)."""
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule={name!r}: unknown; allowed: {', '.join(SCHEDULES)}")
+    if name == "none":
+        return None
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, step_epochs * steps_per_epoch), gamma=gamma)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(2, total_steps),
+                                               pct_start=0.25)
+
+
+def l1_penalty(model: nn.Module) -> torch.Tensor:
+    """Sum of absolute weights (biases and norm layers excluded)."""
+    return sum(p.abs().sum() for n, p in model.named_parameters() if p.ndim > 1 and p.requires_grad)
+
+
+class History(list):
+    """Per-epoch dicts, plus why training stopped and the best validation epoch."""
+
+    stop_reason: str = "completed"
+
+    def column(self, key: str) -> list:
+        return [row.get(key) for row in self]
+
+    @property
+    def best_epoch(self) -> int | None:
+        rows = [r for r in self if r.get("val_loss") is not None and math.isfinite(r["val_loss"])]
+        return min(rows, key=lambda r: r["val_loss"])["epoch"] if rows else None
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(r["seconds"] for r in self))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, X: torch.Tensor, *, batch_size: int = 1024, device="auto") -> torch.Tensor:
+    """Logits for ``X`` in evaluation mode, batch by batch, returned on the CPU."""
+    device = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    out = [model(X[i:i + batch_size].to(device, non_blocking=True)).float().cpu() for i in range(0, len(X), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def loss_and_accuracy(model, data: ImageSet, *, batch_size: int = 1024, device="auto") -> tuple[float, float]:
+    logits = predict_logits(model, data.X, batch_size=batch_size, device=device)
+    loss = nn.functional.cross_entropy(logits, data.y).item()
+    return loss, (logits.argmax(1) == data.y).float().mean().item()
+
+
+def save_checkpoint(path: Path, **state) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic, so an interrupted save never leaves a half-written checkpoint
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint written by :func:`fit` (tensors and plain data only)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_epochs: int, batch_size: int = 64,
+        optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
+        nesterov: bool = False, l1: float = 0.0, schedule: str = "none", label_smoothing: float = 0.0,
+        augment: Augment | None = None, patience: int | None = None, checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 0, resume_from: str | Path | None = None, restore_best: bool = False,
+        seed: int = 0, device="auto", progress: bool | None = None, desc: str = "training") -> History:
+    """Train ``model`` on ``train`` and return the per-epoch history.
+
+    Parameters
+    ----------
+    l1 : float
+        Weight of the L1 penalty on weights added to the loss.
+    schedule : {"none", "step", "cosine", "onecycle"}
+        Learning-rate schedule, stepped every batch.
+    patience : int, optional
+        Early stopping: stop after this many epochs without a lower validation loss.
+    checkpoint_dir : path, optional
+        Writes ``last.pt`` every epoch (for resuming), ``best.pt`` at each new lowest validation loss
+        and ``epoch_NNN.pt`` every ``checkpoint_every`` epochs.
+    resume_from : path, optional
+        A ``last.pt`` (or ``epoch_NNN.pt``) to continue from; training goes on up to ``num_epochs``.
+    restore_best : bool
+        Load the weights of the lowest-validation-loss epoch at the end.
+
+    A non-finite loss stops training; ``history.stop_reason`` says where.
+    """
+    if num_epochs < 1 or batch_size < 1:
+        raise ValueError(f"num_epochs={num_epochs!r}, batch_size={batch_size!r}: both must be >= 1")
+    device = resolve_device(device)
+    augment = augment or Augment()
+    seed_everything(seed)
+    model.to(device)
+    opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr=lr,
+                         weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    sched = make_scheduler(schedule, opt, total_steps=num_epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
+                           lr=lr)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    gen = torch.Generator().manual_seed(seed)  # shuffling and augmentation, saved in checkpoints
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1) if device.type == "cuda" else gen
+    history, best_loss, start = History(), math.inf, 1
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if sched is not None and ckpt.get("scheduler"):
+            sched.load_state_dict(ckpt["scheduler"])
+        history.extend(ckpt["history"])
+        best_loss, start = ckpt["best_val_loss"], ckpt["epoch"] + 1
+        gen.set_state(ckpt["rng_data"])
+        torch.set_rng_state(ckpt["rng_torch"])
+    # Keeping the whole set on the accelerator avoids a host-to-device copy per batch.
+    X_train, y_train = train.X.to(device), train.y.to(device)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    best_state = None
+    show = progress_enabled() if progress is None else progress
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start, num_epochs + 1), desc=desc, disable=not show, leave=False, unit="epoch")
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        total_loss, correct, seen, failed = 0.0, 0, 0, None
+        for step, idx in enumerate(batch_indices(len(train), batch_size=batch_size, shuffle=True, generator=gen)):
+            idx = idx.to(device)
+            xb, yb = augment(X_train[idx], aug_gen), y_train[idx]
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            if l1:
+                loss = loss + l1 * l1_penalty(model)
+            if not torch.isfinite(loss):
+                failed = f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {step + 1}"
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total_loss += loss.item() * len(yb)
+            correct += (logits.argmax(1) == yb).sum().item()
+            seen += len(yb)
+        if failed:
+            history.stop_reason = failed
+            break
+        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
+               "val_loss": None, "val_acc": None, "lr": opt.param_groups[0]["lr"]}
+        if val is not None and len(val):
+            row["val_loss"], row["val_acc"] = loss_and_accuracy(model, val, device=device)
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        bar.set_postfix({k: f"{row[k]:.3f}" for k in ("train_loss", "train_acc", "val_loss", "val_acc")
+                         if row[k] is not None})
+        improved = row["val_loss"] is not None and row["val_loss"] < best_loss
+        if improved:
+            best_loss = row["val_loss"]
+            if restore_best:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if ckpt_dir is not None:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict() if sched is not None else {}, "epoch": epoch,
+                     "history": list(history), "best_val_loss": best_loss, "rng_data": gen.get_state(),
+                     "rng_torch": torch.get_rng_state()}
+            save_checkpoint(ckpt_dir / "last.pt", **state)
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pt", model=model.state_dict(), epoch=epoch, val_loss=best_loss)
+            if checkpoint_every and epoch % checkpoint_every == 0:
+                save_checkpoint(ckpt_dir / f"epoch_{epoch:03d}.pt", **state)
+        if patience is not None and history.best_epoch is not None and epoch - history.best_epoch >= patience:
+            history.stop_reason = f"early stopping at epoch {epoch}: no lower validation loss for {patience} epochs"
+            break
+    bar.close()
+    if restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+    return history

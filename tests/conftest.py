@@ -1,0 +1,115 @@
+"""Shared fixtures: a tiny Fashion-MNIST-like IDX data set written to a temporary folder.
+
+Other test files can use the ``fake_data_dir`` fixture (session scope, a :class:`~pathlib.Path`)
+or import the helpers directly::
+
+    from tests.conftest import make_fake_fashion_mnist, write_idx
+"""
+
+from __future__ import annotations
+
+import gzip as _gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# File stems of the four IDX files (the same names as helpers.data.FILES, spelled out here so the
+# fixture does not depend on the code under test).
+IDX_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+LAYOUTS = {"flat": ".", "torchvision": "FashionMNIST/raw"}
+NUM_CLASSES = 10
+IMAGE_SIZE = 28
+N_TRAIN, N_TEST = 200, 100
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long-running test (deselect with -m 'not slow')")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX encoding of an unsigned-byte array: 0x0000, type 0x08, ndim, big-endian sizes, data."""
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint8:
+        raise TypeError(f"IDX files here hold unsigned bytes, got {array.dtype}")
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + array.tobytes()
+
+
+def write_idx(path: str | Path, array: np.ndarray, gzip: bool = True) -> Path:
+    """Write ``array`` (uint8) as an IDX file; ``gzip=True`` compresses it and appends ``.gz`` if missing.
+
+    Returns the path written.
+    """
+    path = Path(path)
+    if gzip and path.suffix != ".gz":
+        path = path.with_name(path.name + ".gz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = idx_bytes(array)
+    path.write_bytes(_gzip.compress(data, mtime=0) if gzip else data)
+    return path
+
+
+def fake_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` 28x28 uint8 images and their labels 0-9 (every class present when ``n >= 10``).
+
+    Each class has its own bright 7x7 square (at one of ten positions) and brightness over a
+    faint noisy background, so even a small model separates the classes after a few epochs.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % NUM_CLASSES).astype(np.uint8)
+    images = rng.integers(0, 40, size=(n, IMAGE_SIZE, IMAGE_SIZE)).astype(np.int64)
+    for i, c in enumerate(labels):
+        row, col = divmod(int(c), 4)  # a 3 x 4 grid of 7x7 cells, ten of them used
+        top, left = 1 + 9 * row + rng.integers(-1, 2), 1 + 7 * col + rng.integers(-1, 1)
+        top, left = int(np.clip(top, 0, IMAGE_SIZE - 7)), int(np.clip(left, 0, IMAGE_SIZE - 7))
+        images[i, top:top + 7, left:left + 7] = 150 + 10 * int(c) + rng.integers(0, 10, size=(7, 7))
+    return images.astype(np.uint8), labels
+
+
+def make_fake_fashion_mnist(folder: str | Path, n_train: int = N_TRAIN, n_test: int = N_TEST,
+                            layout: str = "flat", gz: bool = True, seed: int = 0) -> Path:
+    """Write the four Fashion-MNIST IDX files of a fake data set under ``folder``; return ``folder``.
+
+    ``layout="flat"`` puts the files in ``folder`` itself, ``"torchvision"`` in ``folder/FashionMNIST/raw``
+    (where torchvision downloads them). ``gz`` picks ``.gz`` files or plain ones. Train and test
+    sets are drawn with different seeds, so they differ.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}: allowed {', '.join(LAYOUTS)}")
+    folder = Path(folder)
+    where = folder / LAYOUTS[layout]
+    for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
+        images, labels = fake_images(n, split_seed)
+        write_idx(where / IDX_FILES[(split, "images")], images, gzip=gz)
+        write_idx(where / IDX_FILES[(split, "labels")], labels, gzip=gz)
+    return folder
+
+
+def fake_image_set(n: int = N_TRAIN, seed: int = 0):
+    """A :class:`helpers.data.ImageSet` made in memory from :func:`fake_images` (no files)."""
+    from helpers.data import ImageSet
+
+    images, labels = fake_images(n, seed)
+    X = torch.from_numpy(images).unsqueeze(1).float() / 255.0
+    return ImageSet(X, torch.from_numpy(labels.astype(np.int64)))
+
+
+@pytest.fixture(scope="session")
+def fake_data_dir(tmp_path_factory) -> Path:
+    """A folder holding a fake Fashion-MNIST (200 train / 100 test, gzipped, flat layout)."""
+    return make_fake_fashion_mnist(tmp_path_factory.mktemp("fake_fashion_mnist"), N_TRAIN, N_TEST)
+
+
+@pytest.fixture(scope="session")
+def fake_sets(fake_data_dir) -> dict:
+    """``load_fashion_mnist(fake_data_dir)``: {"train": ImageSet, "test": ImageSet, "source": str}."""
+    from helpers.data import load_fashion_mnist
+
+    return load_fashion_mnist(fake_data_dir)
