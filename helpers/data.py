@@ -10,6 +10,7 @@ import gzip
 import os
 import shutil
 import subprocess
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as exc:  # gzip raises these for truncated streams
+    except (OSError, EOFError, zlib.error) as exc:  # gzip: bad header/CRC, truncated stream, corrupt deflate data
         raise CorruptDataError(f"{path}: cannot be read as {'gzip' if opener is gzip.open else 'IDX'}: {exc}") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise CorruptDataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty file'})")
@@ -239,11 +240,12 @@ def train_val_split(data: ImageSet, *, val_fraction: float, seed: int = 0, strat
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction!r}: must be strictly between 0 and 1")
     n_val = round(len(data) * val_fraction)
-    if n_val < (data.num_classes if stratified else 1) or len(data) - n_val < 1:
+    need = data.num_classes if stratified else 1  # scikit-learn's stratified split needs this on both sides
+    if n_val < need or len(data) - n_val < need:
         raise ValueError(
             f"val_fraction={val_fraction!r} of {len(data)} samples leaves {n_val} for validation and "
             f"{len(data) - n_val} for training: impossible split"
-            + (f" (stratified needs at least one per class, {data.num_classes})" if stratified else "")
+            + (f" (stratified needs at least one per class on each side, {data.num_classes})" if stratified else "")
         )
     idx = np.arange(len(data))
     train_idx, val_idx = train_test_split(

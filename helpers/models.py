@@ -119,8 +119,14 @@ def build_cnn(*, blocks: Sequence[dict], in_channels: int = 1, image_size: int =
         features.append(conv_block(channels, out, activation=activation, **spec))
         channels = out
     body = nn.Sequential(*features)
-    with torch.no_grad():
-        flat = body(torch.zeros(1, in_channels, image_size, image_size)).numel()
+    body.eval()  # probe the output size without updating batch-norm statistics or drawing dropout masks
+    try:
+        with torch.no_grad():
+            flat = body(torch.zeros(1, in_channels, image_size, image_size)).numel()
+    except RuntimeError:  # a pooling layer got an input smaller than its window
+        flat = 0
+    finally:
+        body.train()
     if flat == 0:
         raise ValueError(f"blocks shrink a {image_size}x{image_size} image to nothing; use less pooling or padding")
     head: list[nn.Module] = [nn.Flatten()]

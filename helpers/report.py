@@ -99,11 +99,11 @@ def write_metrics(output_dir: str | Path, payload: dict, name: str = "metrics.js
     return path
 
 
-def author_block(*, title: str, cfg) -> str:
-    """Markdown title block of a report."""
+def author_block(*, cfg, title: str | None = None) -> str:
+    """Markdown author block of a report (with a level-1 title when ``title`` is given)."""
     return (
-        f"# {title}\n\n"
-        f"**Author:** {cfg.author_name} ({cfg.author_id})  \n"
+        (f"# {title}\n\n" if title else "")
+        + f"**Author:** {cfg.author_name} ({cfg.author_id})  \n"
         f"**Course:** {cfg.course}  \n"
         f"**Profile:** `{cfg.profile}` · **seed:** {cfg.seed} · **date:** {dt.date.today().isoformat()}"
     )

@@ -1,0 +1,156 @@
+"""Batch runs for an instructor: one report folder per row of a CSV or YAML file of parameter sets.
+
+Each row runs as its own ``python -m helpers run`` process, so a crash in one cannot take the others
+down, and ``--jobs N`` runs N rows at once (torch threads shared out between them).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from .runner import SECTIONS, notebook_parameters
+
+RESERVED = ("name", "sections", "profile")
+
+
+class BatchRowError(ValueError):
+    """A row that cannot be run; the message starts with its line number."""
+
+
+def _typed(value):
+    """CSV cells are text: type them as YAML would ('[1, 3]' -> list, '0.1' -> float, '' -> missing)."""
+    if not isinstance(value, str):
+        return value
+    value = value.strip()
+    if value == "":
+        return None
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+def read_batch(path: str | Path) -> list[tuple[int, dict]]:
+    """Rows of a batch file as (line number, parameters)."""
+    path = Path(path)
+    if not path.exists():
+        raise SystemExit(f"error: batch file {path} does not exist")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = []
+            for row in reader:
+                values = {k.strip(): _typed(v) for k, v in row.items() if k is not None}
+                rows.append((reader.line_num, {k: v for k, v in values.items() if v is not None}))
+            return rows
+    if path.suffix.lower() in (".yaml", ".yml"):
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text)
+        data = yaml.safe_load(text) or []
+        if isinstance(data, dict) and "rows" in data:
+            data, node = data["rows"], next(v for k, v in node.value if k.value == "rows")
+        if not isinstance(data, list):
+            raise SystemExit(f"error: {path}: expected a list of parameter sets (one per student)")
+        return [(item.start_mark.line + 1, row if isinstance(row, dict) else {"__invalid__": row})
+                for item, row in zip(node.value, data)]
+    raise SystemExit(f"error: batch file {path}: use .csv, .yaml or .yml")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_") or "row"
+
+
+def check_row(line: int, row: dict, sections: list[str]) -> tuple[str, list[str], dict]:
+    """Return (folder name, sections, parameters) or raise :class:`BatchRowError`."""
+    if "__invalid__" in row:
+        raise BatchRowError(f"line {line}: expected name: value pairs, got {row['__invalid__']!r}")
+    name = row.get("name") or row.get("author_id") or row.get("author_name")
+    if not name:
+        raise BatchRowError(f"line {line}: no 'name' (or author_id/author_name) to name its report folder")
+    row_sections = row.get("sections", sections)
+    if isinstance(row_sections, str):
+        row_sections = [s.strip() for s in re.split(r"[;, ]+", row_sections) if s.strip()]
+    bad = [s for s in row_sections if s not in SECTIONS]
+    if bad:
+        raise BatchRowError(f"line {line}: unknown section(s) {', '.join(bad)}; allowed: {', '.join(SECTIONS)}")
+    params = {k: v for k, v in row.items() if k not in RESERVED or k == "profile"}
+    declared = set().union(*(notebook_parameters(s) for s in row_sections))
+    unknown = [k for k in params if k not in declared]
+    if unknown:
+        raise BatchRowError(f"line {line}: unknown parameter(s) {', '.join(unknown)} for {', '.join(row_sections)}")
+    if "author_name" not in params and "name" in row:
+        params["author_name"] = str(row["name"])
+    return slug(name), row_sections, params
+
+
+def _run_row(folder: Path, sections: list[str], params: dict, *, no_input: bool, formats, threads: int) -> int:
+    cmd = [sys.executable, "-m", "helpers", "run", *sections, "--output-dir", str(folder), "--formats", ",".join(formats)]
+    for k, v in params.items():
+        cmd += ["-p", k, json.dumps(v) if not isinstance(v, str) else v]
+    if no_input:
+        cmd.append("--no-input")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "run.log").open("w") as log:
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def run_batch(path, *, sections: list[str], output_dir: Path, common: dict, no_input: bool, formats, jobs: int) -> int:
+    """Run every row; a bad row is reported by line number and the others go on. Returns the exit status."""
+    rows = read_batch(path)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    results, pending = [], []
+    seen = set()
+    for line, row in rows:
+        try:
+            name, row_sections, params = check_row(line, {**common, **row}, sections)
+            if name in seen:
+                raise BatchRowError(f"line {line}: name {name!r} is used by an earlier row")
+            seen.add(name)
+            pending.append((line, name, row_sections, params))
+        except BatchRowError as exc:
+            results.append({"line": line, "name": str(row.get("name", "")), "status": "bad row", "detail": str(exc)})
+            print(f"error: {exc}")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(_run_row, output_dir / name, secs, params, no_input=no_input, formats=formats,
+                               threads=threads): (line, name) for line, name, secs, params in pending}
+        for future, (line, name) in futures.items():
+            code = future.result()
+            status = "ok" if code == 0 else "failed"
+            results.append({"line": line, "name": name, "status": status, "folder": name,
+                            "detail": "" if code == 0 else f"exit {code}; see {name}/run.log and {name}/index.html"})
+            print(f"line {line}: {name}: {status}")
+    results.sort(key=lambda r: r["line"])
+    write_batch_index(output_dir, results, source=Path(path).name)
+    bad = [r for r in results if r["status"] != "ok"]
+    print(f"batch: {len(results) - len(bad)} of {len(results)} rows ok; index: {output_dir / 'index.html'}")
+    return 1 if bad else 0
+
+
+def write_batch_index(output_dir: Path, results: list[dict], *, source: str) -> Path:
+    def link(r):
+        return f'<a href="{html.escape(r["folder"])}/index.html">report</a>' if r.get("folder") else ""
+
+    rows = "".join(
+        f"<tr><td>{r['line']}</td><td>{html.escape(r['name'])}</td><td>{html.escape(r['status'])}</td>"
+        f"<td>{link(r)}</td><td>{html.escape(r.get('detail', ''))}</td></tr>" for r in results)
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Batch {html.escape(source)}</title>"
+            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}td,th{padding:4px 8px;"
+            "border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
+            f"<h1>Batch run of {html.escape(source)}</h1><table><tr><th>line</th><th>name</th><th>status</th>"
+            f"<th>report</th><th>detail</th></tr>{rows}</table></body></html>")
+    path = output_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,134 @@
+"""Command line: ``python -m helpers run [SECTION ...] [options]`` (also installed as ``fashion-report``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .config import PROFILE_NAMES, PROJECT_ROOT
+from .runner import FORMATS, SECTIONS, notebook_parameters, run_section, write_index
+
+
+def parse_value(text: str):
+    """A ``-p`` value as papermill would type it: numbers, booleans, None, lists; otherwise a string."""
+    if text in ("None", "none", "null", "~"):
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if isinstance(value, (dict,)) or value is None else value
+
+
+def parameters_help() -> str:
+    lines = ["sections and their notebook parameters (name = default  # meaning):"]
+    for section, (nb, title) in SECTIONS.items():
+        lines.append(f"\n  {section}: {title} (notebooks/{nb})")
+        try:
+            params = notebook_parameters(section)
+        except Exception as exc:  # a missing or unreadable notebook should not break --help
+            lines.append(f"    (parameters unavailable: {exc})")
+            continue
+        for p in params.values():
+            lines.append(f"    {p['name']} = {p['default']}" + (f"  # {p['help']}" if p.get("help") else ""))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Produce Fashion-MNIST course reports: papermill runs each section's notebook, nbconvert "
+                    "and headless Chromium export it to HTML and PDF, reports/index.html links them.",
+        epilog=parameters_help())
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run report sections (all four when none is named)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=parameters_help())
+    run.add_argument("sections", nargs="*", metavar="SECTION", help=f"any of: {', '.join(SECTIONS)} (default: all)")
+    run.add_argument("--profile", choices=PROFILE_NAMES, default=None,
+                     help="smoke: seconds on a subset; quick: minutes on a CPU; full: the course settings "
+                          "(default: each notebook's own, quick)")
+    run.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "reports", help="default: reports/")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="set a notebook parameter, e.g. -p classes '[1, 3, 5, 7, 9]' (repeatable)")
+    run.add_argument("-f", "--parameters-file", type=Path, help="YAML file of parameters (name: value)")
+    run.add_argument("--no-input", action="store_true", help="hide code cells in the HTML/PDF reports")
+    run.add_argument("--formats", default="html,pdf", help="comma-separated: html, pdf (default: html,pdf)")
+    run.add_argument("--batch", type=Path, help="CSV or YAML of parameter sets, one report folder per row")
+    run.add_argument("--jobs", type=int, default=1, help="batch rows run at once (default 1)")
+    sub.add_parser("params", help="list every section's parameters and defaults")
+    return parser
+
+
+def collect_parameters(args) -> dict:
+    params = {}
+    if args.parameters_file:
+        loaded = yaml.safe_load(args.parameters_file.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"error: {args.parameters_file}: expected a mapping of name: value")
+        params.update(loaded)
+    params.update({name: parse_value(value) for name, value in args.parameter})
+    return params
+
+
+def route_parameters(sections: list[str], params: dict) -> dict[str, dict]:
+    """Give each section the parameters its notebook declares; a name no section knows is an error."""
+    declared = {s: notebook_parameters(s) for s in sections}
+    unknown = [k for k in params if not any(k in d for d in declared.values())]
+    if unknown:
+        allowed = sorted({k for d in declared.values() for k in d})
+        raise SystemExit(f"error: unknown parameter(s) {', '.join(unknown)} for section(s) {', '.join(sections)}; "
+                         f"allowed: {', '.join(allowed)}")
+    return {s: {k: v for k, v in params.items() if k in declared[s]} for s in sections}
+
+
+def run_command(args) -> int:
+    sections = args.sections or list(SECTIONS)
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        raise SystemExit(f"error: unknown section(s) {', '.join(bad)}; allowed: {', '.join(SECTIONS)}")
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if not formats or any(f not in FORMATS for f in formats):
+        raise SystemExit(f"error: --formats {args.formats!r}; allowed: a comma-separated list of {', '.join(FORMATS)}")
+    if args.jobs < 1:
+        raise SystemExit(f"error: --jobs {args.jobs}: must be >= 1")
+    params = collect_parameters(args)
+    if args.profile:
+        params["profile"] = args.profile
+    if args.batch:
+        from .batch import run_batch
+
+        return run_batch(args.batch, sections=sections, output_dir=args.output_dir, common=params,
+                         no_input=args.no_input, formats=formats, jobs=args.jobs)
+    routed = route_parameters(sections, params)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = [run_section(s, output_dir=args.output_dir, parameters=routed[s], no_input=args.no_input,
+                           formats=formats) for s in sections]
+    index = write_index(args.output_dir, results)
+    print(f"\nSummary ({time.perf_counter() - start:.0f} s in all); index: {index}")
+    for r in results:
+        h = r.get("headline") or {}
+        acc = f", test accuracy {h['test_accuracy']:.2%}" if h.get("test_accuracy") is not None else ""
+        print(f"  {r['section']:<12} {r['status']:<7} {r['seconds']:6.0f} s{acc}  {r['folder']}"
+              + (f"\n               {r['error']}" if r["error"] else "")
+              + (f"\n               {r['export_error']}" if r.get("export_error") else ""))
+    failed = [r["section"] for r in results if r["status"] != "ok"]
+    if failed:
+        print(f"FAILED: {', '.join(failed)} (their partial notebooks are kept in their folders)")
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "params":
+        print(parameters_help())
+        return 0
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

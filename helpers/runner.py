@@ -1,0 +1,138 @@
+"""Run report sections: papermill executes each notebook, nbconvert/Chromium export it, an index links them."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+from .config import PROJECT_ROOT
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+SECTIONS = {
+    "mlp": ("01_mlp_grid.ipynb", "MLP optimizer × regularizer grid"),
+    "cnn": ("02_cnn_comparison.ipynb", "CNN pooling × normalization comparison"),
+    "transfer": ("03_transfer_learning.ipynb", "Transfer learning"),
+    "autoencoder": ("04_autoencoder.ipynb", "Denoising autoencoder"),
+}
+FORMATS = ("html", "pdf")
+
+
+def notebook_path(section: str) -> Path:
+    return NOTEBOOKS_DIR / SECTIONS[section][0]
+
+
+def notebook_parameters(section: str) -> dict:
+    """The notebook's ``parameters`` cell as papermill reads it: name -> {default, help, ...}."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook_path(section)))
+
+
+def split_parameters(section: str, params: dict) -> tuple[dict, list[str]]:
+    """Keep the parameters this section's notebook declares; return (kept, unknown names)."""
+    known = notebook_parameters(section)
+    return {k: v for k, v in params.items() if k in known}, [k for k in params if k not in known]
+
+
+def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: bool = False,
+                formats=FORMATS, log=print) -> dict:
+    """Execute one section into ``output_dir/section`` and export it.
+
+    Never raises for a failing notebook: the partial notebook (with papermill's error cell) is kept,
+    exported as far as possible, and the returned status says what failed.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from .export import ExportError, export_html, export_pdf
+
+    out = Path(output_dir) / section
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / f"{section}.ipynb"
+    params = {**parameters, "output_dir": str(out.resolve())}
+    status = {"section": section, "title": SECTIONS[section][1], "folder": str(out), "notebook": str(executed),
+              "status": "ok", "error": None, "files": {"notebook": executed.name}}
+    os.environ["HELPERS_PROGRESS"] = "0"  # the kernel inherits it: no progress bars inside reports
+    start = time.perf_counter()
+    log(f"[{section}] running {notebook_path(section).name} -> {executed}")
+    try:
+        papermill.execute_notebook(str(notebook_path(section)), str(executed), parameters=params,
+                                   cwd=str(NOTEBOOKS_DIR), progress_bar=False, log_output=False)
+    except PapermillExecutionError as exc:
+        status.update(status="failed", error=f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}")
+    except Exception as exc:  # kernel death, unreadable notebook...: still report, never stop the others
+        status.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+    status["seconds"] = time.perf_counter() - start
+    author = " ".join(str(parameters.get(k, "")) for k in ("author_name", "author_id")).strip()
+    if executed.exists():
+        if "html" in formats or "pdf" in formats:
+            try:
+                html_path = export_html(executed, out / f"{section}.html", no_input=no_input, author=author)
+                status["files"]["html"] = html_path.name
+            except Exception as exc:  # nbconvert errors are varied; the notebook itself is kept
+                status["export_error"] = f"HTML: {exc}"
+        if "pdf" in formats and "html" in status["files"]:
+            try:
+                pdf, engine = export_pdf(out / f"{section}.html", out / f"{section}.pdf")
+                status["files"]["pdf"] = pdf.name
+                status["pdf_engine"] = engine
+            except (ExportError, OSError) as exc:
+                status["export_error"] = f"PDF not made: {exc}"
+                log(f"[{section}] {status['export_error']}")
+        if "html" not in formats:
+            (out / f"{section}.html").unlink(missing_ok=True)
+            status["files"].pop("html", None)
+    metrics = out / "metrics.json"
+    if metrics.exists():
+        status["headline"] = headline(json.loads(metrics.read_text()))
+        status["files"]["metrics"] = metrics.name
+    log(f"[{section}] {status['status']} in {status['seconds']:.0f} s" + (f": {status['error']}" if status["error"] else ""))
+    return status
+
+
+def headline(metrics: dict) -> dict:
+    """Best configuration, test accuracy and wall time from a section's ``metrics.json``."""
+    best = metrics.get("best") or {}
+    test = best.get("test") or {}
+    return {"best": best.get("name"), "test_accuracy": test.get("accuracy"),
+            "wall_seconds": metrics.get("wall_seconds"), "profile": metrics.get("profile")}
+
+
+def write_index(output_dir: Path, results: list[dict], *, title: str = "Fashion-MNIST course report") -> Path:
+    """``index.html``: one row per section with its headline numbers and links to its files."""
+    rows = []
+    for r in results:
+        h = r.get("headline") or {}
+        acc = f"{h['test_accuracy']:.2%}" if h.get("test_accuracy") is not None else "–"
+        links = " · ".join(f'<a href="{html.escape(r["section"])}/{html.escape(name)}">{kind}</a>'
+                           for kind, name in r["files"].items() if (Path(output_dir) / r["section"] / name).exists())
+        cls = "ok" if r["status"] == "ok" else "failed"
+        err = f'<div class="err">{html.escape(r["error"])}</div>' if r.get("error") else ""
+        note = f'<div class="note">{html.escape(r["export_error"])}</div>' if r.get("export_error") else ""
+        rows.append(f"<tr><td>{html.escape(r['title'])}</td><td class='{cls}'>{r['status']}{err}{note}</td>"
+                    f"<td>{html.escape(str(h.get('best') or '–'))}</td><td>{acc}</td>"
+                    f"<td>{r.get('seconds', 0):.0f} s</td><td>{links}</td></tr>")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }}
+table {{ border-collapse: collapse; width: 100%; }} th, td {{ border-bottom: 1px solid #ddd; padding: 6px 8px;
+text-align: left; vertical-align: top; }} th {{ background: #f4f4f4; }} .ok {{ color: #176c2e; }}
+.failed {{ color: #b00020; font-weight: bold; }} .err, .note {{ font-weight: normal; font-size: 85%; color: #555; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Generated {time.strftime('%Y-%m-%d %H:%M')}. Each section links to its report (HTML, PDF), the executed notebook and
+its <code>metrics.json</code>.</p>
+<table><thead><tr><th>Section</th><th>Status</th><th>Best configuration</th><th>Test accuracy</th>
+<th>Wall time</th><th>Files</th></tr></thead><tbody>
+{''.join(rows)}
+</tbody></table></body></html>
+"""
+    path = Path(output_dir) / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
