@@ -216,9 +216,11 @@ def check_classes(classes, num_classes: int = len(CLASS_NAMES), name: str = "cla
         raise ValueError(f"{name}={classes!r}: unknown class index {bad[0]!r}; allowed: integers 0..{num_classes - 1}")
     repeated = sorted({c for c in classes if classes.count(c) > 1})
     if repeated:
-        raise ValueError(f"{name}={classes!r}: class index {repeated[0]} is repeated; each class may appear once")
+        raise ValueError(f"{name}={classes!r}: class index {repeated[0]} is repeated; "
+                         f"allowed: distinct integers 0..{num_classes - 1}")
     if len(classes) < 2:
-        raise ValueError(f"{name}={classes!r}: a classifier needs at least 2 classes")
+        raise ValueError(f"{name}={classes!r}: a classifier needs at least 2 classes; "
+                         f"allowed: 2 or more distinct integers 0..{num_classes - 1}")
     return [int(c) for c in classes]
 
 

@@ -96,6 +96,8 @@ def results_table(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             view[col] = view[col].round(4)
     if "seconds" in view:
         view["seconds"] = view["seconds"].round(1)
+    if "name" in view:
+        view = view.set_index("name")
     return view.rename(columns={"train_acc": "train acc %", "val_acc": "val acc %", "train_loss": "train loss",
                                 "val_loss": "val loss", "best_epoch": "best epoch (val loss)",
                                 "epochs_run": "epochs", "params": "parameters"})

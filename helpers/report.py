@@ -119,7 +119,8 @@ def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | Non
     lines = []
     if ok.empty:
         return "- Every configuration failed; see the status column."
-    best = ok.iloc[ok["val_acc"].values.argmax()]
+    # the same choice as grid.best_config (ties go to the faster), so the test-set line names the retrained model
+    best = ok.sort_values(["val_acc", "seconds"], ascending=[False, True]).iloc[0]
     worst = ok.iloc[ok["val_acc"].values.argmin()]
     fastest = ok.iloc[ok["seconds"].values.argmin()]
     slowest = ok.iloc[ok["seconds"].values.argmax()]
@@ -163,6 +164,25 @@ def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | Non
     return "\n".join(lines)
 
 
+def factor_observations(table: pd.DataFrame, factors, *, metric: str = "val_acc", labels: dict | None = None) -> str:
+    """Markdown bullets comparing the mean ``metric`` of each level of each factor (a column of a grid table).
+
+    For a pooling x normalization grid, ``factors=("pool", "norm")`` says, e.g., that max pooling averaged
+    1.2 points more validation accuracy than average pooling across the normalization choices.
+    """
+    ok = table.dropna(subset=[metric])
+    lines = []
+    for factor in factors:
+        if factor not in ok or ok[factor].nunique() < 2:
+            continue
+        means = ok.groupby(factor)[metric].mean().sort_values(ascending=False)
+        name = (labels or {}).get(factor, factor)
+        parts = ", ".join(f"`{level}` {value:.2%}" for level, value in means.items())
+        lines.append(f"- **{name}:** mean {metric.replace('_', ' ')} {parts}; `{means.index[0]}` leads by "
+                     f"{means.iloc[0] - means.iloc[-1]:.2%} over `{means.index[-1]}`.")
+    return "\n".join(lines)
+
+
 def test_summary(result: dict) -> dict:
     """The JSON-ready part of an evaluation result (no per-sample arrays)."""
     return {
@@ -179,5 +199,8 @@ def appendix(env: dict, *, seconds: float, params: dict) -> pd.DataFrame:
     """Provenance table for the report's appendix."""
     rows = dict(env)
     rows["wall time"] = f"{seconds:.1f} s"
-    rows["parameters"] = ", ".join(f"{k}={v!r}" for k, v in params.items())
-    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+    # one row per parameter: a single joined string would be cut off by pandas' column width
+    rows.update({f"parameter {k}": repr(v) for k, v in params.items()})
+    frame = pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+    frame.index.name = "item"
+    return frame

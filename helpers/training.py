@@ -177,7 +177,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
                            lr=lr)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     gen = torch.Generator().manual_seed(seed)  # shuffling and augmentation, saved in checkpoints
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 1) if device.type == "cuda" else gen
+    # augmentation draws on the device holding the batch (CUDA or MPS need a generator of their own)
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1) if device.type != "cpu" else gen
     history, best_loss, start = History(), math.inf, 1
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from)
@@ -189,6 +190,11 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
         best_loss, start = ckpt["best_val_loss"], ckpt["epoch"] + 1
         gen.set_state(ckpt["rng_data"])
         torch.set_rng_state(ckpt["rng_torch"])
+        # on CUDA, augmentation draws from its own generator and dropout from the CUDA generator
+        if aug_gen is not gen and ckpt.get("rng_aug") is not None:
+            aug_gen.set_state(ckpt["rng_aug"])
+        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
     # Keeping the whole set on the accelerator avoids a host-to-device copy per batch.
     X_train, y_train = train.X.to(device), train.y.to(device)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -239,7 +245,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict() if sched is not None else {}, "epoch": epoch,
                      "history": list(history), "best_val_loss": best_loss, "rng_data": gen.get_state(),
-                     "rng_torch": torch.get_rng_state()}
+                     "rng_torch": torch.get_rng_state(),
+                     "rng_aug": aug_gen.get_state() if aug_gen is not gen else None,
+                     "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
             save_checkpoint(ckpt_dir / "last.pt", **state)
             if improved:
                 save_checkpoint(ckpt_dir / "best.pt", model=model.state_dict(), epoch=epoch, val_loss=best_loss)

@@ -101,6 +101,15 @@ def fake_image_set(n: int = N_TRAIN, seed: int = 0):
     return ImageSet(X, torch.from_numpy(labels.astype(np.int64)))
 
 
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """One intra-op thread for the module: tiny models on a small shared CPU run faster that way."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def fake_data_dir(tmp_path_factory) -> Path:
     """A folder holding a fake Fashion-MNIST (200 train / 100 test, gzipped, flat layout)."""

@@ -73,8 +73,8 @@ def test_describe_lists_active_settings():
 
 def test_hflip_flips_some_and_keeps_others(images):
     out = random_hflip(images, generator=gen(0))
-    flipped = torch.tensor([torch.equal(o, x.flip(-1)) for o, x in zip(out, images)])
-    kept = torch.tensor([torch.equal(o, x) for o, x in zip(out, images)])
+    flipped = torch.tensor([torch.equal(o, x.flip(-1)) for o, x in zip(out, images, strict=True)])
+    kept = torch.tensor([torch.equal(o, x) for o, x in zip(out, images, strict=True)])
     assert torch.all(flipped ^ kept)  # every image is exactly one of the two
     assert 10 <= int(flipped.sum()) <= 54  # about half of 64
     assert torch.all(out[flipped][:, :, :, -4:] == 1.0)  # the bright edge moved to the right
@@ -93,7 +93,7 @@ def test_crop_padding_is_an_integer_shift(images):
     pad = 3
     out = Augment(crop_padding=pad)(images, gen(1))
     shifts = []
-    for o, x in zip(out, images):
+    for o, x in zip(out, images, strict=True):
         match = [(dy, dx) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)
                  if torch.allclose(o, shifted(x, dy, dx), atol=1e-6)]
         assert len(match) == 1, "every image must be its original moved by whole pixels"
@@ -115,7 +115,7 @@ def test_rotation_keeps_centre_and_changes_pixels(images):
 
 def test_erasing_zeros_one_rectangle(images):
     out = random_erasing(images, p=1.0, generator=gen(0))
-    for o, x in zip(out, images):
+    for o, x in zip(out, images, strict=True):
         zero = o[0] == 0
         assert zero.any()
         rows, cols = torch.nonzero(zero, as_tuple=True)

@@ -22,6 +22,8 @@ from helpers.models import (
     summarize,
 )
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 
 @pytest.fixture(autouse=True)
 def seeded():
@@ -49,7 +51,7 @@ def one_step(model: nn.Module, lr: float = 0.05) -> float:
     opt.step()
     assert math.isfinite(loss.item())
     # weights all get a gradient (a bias right before batch norm has none, in exact arithmetic)
-    moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters()) if p.ndim > 1]
+    moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True) if p.ndim > 1]
     assert moved and all(moved), "every weight gets a gradient"
     return loss.item()
 

@@ -1,0 +1,150 @@
+"""The command line on fixture data in the smoke profile: folders, files, index, failures, batches, PDF."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.cli import parse_value, route_parameters
+from helpers.export import find_chromium
+from helpers.runner import SECTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = find_chromium()
+NO_CHROMIUM = "no Chromium on this machine (Debian: apt-get install chromium); PDF export cannot be checked"
+NO_PDFTOPPM = "pdftoppm (poppler-utils) is missing; PDF pages cannot be rendered"
+
+
+def cli(*args, cwd=ROOT, timeout=900):
+    env = {**os.environ, "HELPERS_PROGRESS": "0"}
+    return subprocess.run([sys.executable, "-m", "helpers", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_parse_value_types_like_papermill():
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("1e-3") == 0.001
+    assert parse_value("True") is True and parse_value("None") is None
+    assert parse_value("[1, 3, 5]") == [1, 3, 5]
+    assert parse_value("Ada Lovelace") == "Ada Lovelace"
+
+
+def test_unknown_parameter_is_refused_before_running():
+    with pytest.raises(SystemExit, match="unknown parameter.*colour.*allowed:"):
+        route_parameters(["mlp"], {"colour": "red"})
+
+
+def test_help_lists_sections_and_parameters():
+    done = cli("run", "--help")
+    assert done.returncode == 0
+    for section in SECTIONS:
+        assert f"{section}:" in done.stdout
+    assert "optimizers = " in done.stdout and "profile = " in done.stdout
+
+
+def test_bad_section_and_format():
+    assert "unknown section" in cli("run", "gan").stderr
+    assert "--formats" in cli("run", "mlp", "--formats", "docx").stderr
+
+
+@pytest.fixture(scope="module")
+def all_sections_run(tmp_path_factory, fake_data_dir):
+    """Every section in smoke profile; the MLP one is made to fail by a bad value only it declares."""
+    out = tmp_path_factory.mktemp("reports")
+    done = cli("run", "--profile", "smoke", "--output-dir", out, "--formats", "html", "-p", "data_dir", fake_data_dir,
+               "-p", "optimizers", '["adam", "adagrad"]', "-p", "author_name", "Ada Lovelace")
+    return done, out
+
+
+def test_failing_section_does_not_stop_the_others(all_sections_run):
+    done, out = all_sections_run
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED: mlp" in done.stdout
+    partial = out / "mlp" / "mlp.ipynb"
+    assert partial.exists() and "ConfigError" in partial.read_text()
+    assert (out / "mlp" / "mlp.html").exists()  # the partial notebook is still exported
+    for section in SECTIONS:
+        if section == "mlp":
+            continue
+        folder = out / section
+        assert (folder / f"{section}.ipynb").exists(), done.stdout
+        assert (folder / f"{section}.html").exists()
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["profile"] == "smoke"
+        assert list(folder.glob("*.png")), f"{section} wrote no figures"
+
+
+def test_index_links_every_section(all_sections_run):
+    _, out = all_sections_run
+    index = (out / "index.html").read_text()
+    for section, (_, title) in SECTIONS.items():
+        assert title in index
+    assert index.count(">failed<") == 1
+    for href in re.findall(r'href="([^"]+)"', index):
+        assert (out / href).exists(), href
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_index_renders_in_a_real_browser_and_links_resolve(all_sections_run, tmp_path):
+    """Headless Chromium loads index.html; every link of the rendered DOM points at an existing file."""
+    _, out = all_sections_run
+    cmd = [CHROMIUM, "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+           (out / "index.html").as_uri()]
+    if os.geteuid() == 0:
+        cmd.insert(1, "--no-sandbox")
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    assert "<table>" in dom and "Transfer learning" in dom
+    links = re.findall(r'href="([^"]+)"', dom)
+    assert len(links) >= 3 * len(SECTIONS) - 1
+    for href in links:
+        assert (out / href).resolve().exists(), href
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason=NO_PDFTOPPM)
+def test_pdf_pages_are_not_blank(tmp_path, fake_data_dir):
+    import numpy as np
+    from PIL import Image
+
+    done = cli("run", "mlp", "--profile", "smoke", "--output-dir", tmp_path, "--no-input", "-p", "data_dir",
+               fake_data_dir, "-p", "optimizers", '["adam"]', "-p", "author_name", "Ada Lovelace")
+    assert done.returncode == 0, done.stdout + done.stderr
+    pdf = tmp_path / "mlp" / "mlp.pdf"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout
+    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
+    # title + data, grid + curves, test results, confusion pairs + appendix: 4 to 15 A4 pages without code
+    assert 4 <= pages <= 15, pages
+    subprocess.run(["pdftoppm", "-png", "-r", "30", str(pdf), str(tmp_path / "page")], check=True)
+    images = sorted(tmp_path.glob("page*.png"))
+    assert len(images) == pages
+    for image in images:
+        gray = np.asarray(Image.open(image).convert("L"))
+        assert (gray < 200).mean() > 0.005, f"{image.name} looks blank"
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
+    assert "Ada Lovelace" in text and f"of {pages}" in text  # running header and page numbers
+
+
+def test_batch_runs_rows_and_reports_a_bad_row(tmp_path, fake_data_dir):
+    batch = tmp_path / "students.csv"
+    batch.write_text(
+        "name,author_id,sections,optimizers,regularizers\n"
+        'Ada Lovelace,A1,mlp,"[""adam""]","[""none""]"\n'
+        "Bad Row,B2,mlp,adam,\"[\"\"none\"\"]\"\n"
+        "Cy Typo,C3,mlp,\"[\"\"adam\"\"]\",\"[\"\"none\"\"]\"\n"
+    )
+    done = cli("run", "--batch", batch, "--profile", "smoke", "--output-dir", tmp_path / "out", "--formats", "html",
+               "-p", "data_dir", fake_data_dir, "--jobs", "2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "line 3" in done.stdout  # the row with a plain string where a list is needed
+    for name in ("Ada_Lovelace", "Cy_Typo"):
+        metrics = json.loads((tmp_path / "out" / name / "mlp" / "metrics.json").read_text())
+        assert metrics["parameters"]["author_name"] == name.replace("_", " ")
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "Ada_Lovelace/index.html" in index and "Bad_Row" in index

@@ -1,0 +1,113 @@
+"""The MLP notebook executed by papermill in the smoke profile, on fixture data and on the real data."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import papermill
+import pytest
+
+from helpers.data import DataNotFoundError, find_data
+from helpers.runner import NOTEBOOKS_DIR, notebook_path
+
+FIGURES = ("samples", "grid_val_accuracy", "learning_curves", "learning_curves_overlay", "confusion_matrix",
+           "per_class_accuracy", "confused_examples")
+
+
+def execute(tmp_path, **params):
+    out = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(str(notebook_path("mlp")), str(out), parameters=params, cwd=str(NOTEBOOKS_DIR),
+                               progress_bar=False)
+    return nbformat.read(str(out), as_version=4)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, fake_data_dir):
+    tmp = tmp_path_factory.mktemp("mlp_smoke")
+    nb = execute(tmp, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp / "out"),
+                 optimizers=["adam", "rmsprop"], author_name="Ada Lovelace", author_id="A-42")
+    return nb, tmp / "out"
+
+
+def test_parameters_cell_is_tagged():
+    nb = nbformat.read(str(notebook_path("mlp")), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert all(not c.get("outputs") for c in code), "notebooks are committed without outputs"
+
+
+def test_smoke_writes_metrics_figures_and_records_parameters(smoke_run, fake_data_dir):
+    nb, out = smoke_run
+    assert nb.metadata.papermill.parameters["profile"] == "smoke"
+    assert nb.metadata.papermill.parameters["author_name"] == "Ada Lovelace"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["section"] == "mlp" and metrics["profile"] == "smoke"
+    assert metrics["parameters"]["author_id"] == "A-42"
+    assert metrics["parameters"]["epochs"] == 2  # filled in from the smoke profile
+    assert metrics["data"]["sizes"]["train"] + metrics["data"]["sizes"]["val"] == 200
+    assert len(metrics["configurations"]) == 8  # 2 optimizers x 4 regularizers
+    names = {c["name"] for c in metrics["configurations"]}
+    assert "rmsprop + batch_norm" in names
+    assert metrics["best"]["name"] in names
+    assert 0.0 <= metrics["best"]["test"]["accuracy"] <= 1.0
+    cm = metrics["best"]["test"]["confusion_matrix"]
+    assert len(cm) == 10 and sum(map(sum, cm)) == metrics["data"]["sizes"]["test"]
+    assert set(metrics["best"]["test"]["per_class_accuracy"]) == set(metrics["data"]["class_names"])
+    assert metrics["environment"]["torch"] and metrics["wall_seconds"] > 0
+    for name in FIGURES:
+        if name == "confused_examples" and not metrics["best"]["test"]["most_confused"]:
+            continue  # a model without mistakes has no confused pairs to show
+        assert (out / f"{name}.png").stat().st_size > 5_000, name
+
+
+def test_report_text_comes_from_the_run(smoke_run):
+    nb, out = smoke_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    text = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "Ada Lovelace" in text
+    assert f"{metrics['best']['test']['accuracy']:.2%}" in text
+    assert "**Best configuration:**" in text
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("optimizers", ["adam", "adagrad"], "optimizers"),
+    ("profile", "fast", "profile"),
+    ("val_fraction", 1.5, "val_fraction"),
+    ("classes", [1, 3, 3], "repeated"),
+])
+def test_bad_parameters_stop_before_training(tmp_path, fake_data_dir, name, value, expected):
+    params = {"profile": "smoke", "data_dir": str(fake_data_dir), "output_dir": str(tmp_path / "out"), name: value}
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        execute(tmp_path, **params)
+    assert info.value.ename == "ConfigError"
+    assert expected in info.value.evalue and "allowed" in info.value.evalue
+    assert info.value.exec_count == 2  # the cell right after the parameters
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_class_subset_names_in_metrics(tmp_path, fake_data_dir):
+    execute(tmp_path, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp_path / "out"),
+            classes=[1, 3, 5, 7, 9], optimizers=["adam"], regularizers=["none"])
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["data"]["class_names"] == ["Trouser", "Dress", "Sandal", "Sneaker", "Ankle boot"]
+    assert len(metrics["best"]["test"]["confusion_matrix"]) == 5
+
+
+def _real_data_reason():
+    try:
+        find_data()
+    except DataNotFoundError:
+        return "the real Fashion-MNIST is not on this machine (bash run.sh data gets it)"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_real_data_reason() is not None, reason=str(_real_data_reason()))
+def test_smoke_profile_on_real_data(tmp_path):
+    execute(tmp_path, profile="smoke", output_dir=str(tmp_path / "out"))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["data"]["sizes"]["train"] + metrics["data"]["sizes"]["val"] == 400  # 40 per class
+    assert "fashion-mnist" in metrics["data"]["source"].lower() or "data" in metrics["data"]["source"]
+    # even 2 epochs on 340 real images beat chance (10%) by far
+    assert metrics["best"]["test"]["accuracy"] > 0.4
