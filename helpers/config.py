@@ -81,7 +81,9 @@ def check_choices(name: str, values, allowed) -> list:
     if not values:
         fail(name, values, f"a non-empty list drawn from {', '.join(map(repr, allowed))} (the grid would be empty)")
     for v in values:
-        check_choice(f"{name} (item)", v, allowed)
+        if v not in allowed:
+            raise ConfigError(f"parameter {name}={values!r}: {v!r} is not allowed; allowed: "
+                              + ", ".join(repr(a) for a in allowed))
     if len(set(values)) != len(values):
         fail(name, values, "each value at most once")
     return values

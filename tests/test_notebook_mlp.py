@@ -82,7 +82,7 @@ def test_bad_parameters_stop_before_training(tmp_path, fake_data_dir, name, valu
         execute(tmp_path, **params)
     assert info.value.ename == "ConfigError"
     assert expected in info.value.evalue and "allowed" in info.value.evalue
-    assert info.value.exec_count == 2  # the cell right after the parameters
+    assert info.value.exec_count == 3  # parameters, papermill's injected parameters, then the check
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
