@@ -16,6 +16,7 @@ FIGURES = ("samples", "grid_val_accuracy", "learning_curves", "learning_curves_o
 
 
 def execute(tmp_path, **params):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "executed.ipynb"
     papermill.execute_notebook(str(notebook_path("mlp")), str(out), parameters=params, cwd=str(NOTEBOOKS_DIR),
                                progress_bar=False)
@@ -111,3 +112,27 @@ def test_smoke_profile_on_real_data(tmp_path):
     assert "fashion-mnist" in metrics["data"]["source"].lower() or "data" in metrics["data"]["source"]
     # even 2 epochs on 340 real images beat chance (10%) by far
     assert metrics["best"]["test"]["accuracy"] > 0.4
+
+
+def test_interactive_run_gives_the_papermill_numbers(tmp_path, fake_data_dir):
+    """Top to bottom as in JupyterLab (nbclient, edited parameters cell, progress bars on) vs papermill."""
+    import os
+
+    from nbclient import NotebookClient
+
+    params = {"profile": "smoke", "data_dir": str(fake_data_dir), "optimizers": ["adam"],
+              "regularizers": ["none", "dropout"]}
+    execute(tmp_path / "pm", output_dir=str(tmp_path / "pm_out"), **params)
+    nb = nbformat.read(str(notebook_path("mlp")), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += "".join(f"\n{k} = {v!r}" for k, v in {**params, "output_dir": str(tmp_path / "ui_out")}.items())
+    env = os.environ.pop("HELPERS_PROGRESS", None)
+    try:
+        NotebookClient(nb, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}).execute()
+    finally:
+        if env is not None:
+            os.environ["HELPERS_PROGRESS"] = env
+    a = json.loads((tmp_path / "pm_out" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "ui_out" / "metrics.json").read_text())
+    assert a["best"]["test"] == b["best"]["test"]
+    assert [c["val_acc"] for c in a["configurations"]] == [c["val_acc"] for c in b["configurations"]]
