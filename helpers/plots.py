@@ -21,8 +21,11 @@ def _ax(ax, figsize=(6, 4)):
     return ax.figure, ax
 
 
-def plot_curves(histories: dict, *, metric: str = "loss", ax=None, title: str | None = None):
-    """Train (dashed) and validation (solid) ``metric`` per epoch for each named history."""
+def plot_curves(histories: dict, *, metric: str = "loss", ax=None, title: str | None = None, ylabel: str | None = None):
+    """Train (dashed) and validation (solid) ``metric`` per epoch for each named history.
+
+    ``ylabel`` overrides the default axis label (cross-entropy loss or accuracy), e.g. for an autoencoder's MSE.
+    """
     fig, ax = _ax(ax)
     colors = sns.color_palette("tab10", n_colors=max(len(histories), 1))
     for color, (name, history) in zip(colors, histories.items()):
@@ -34,7 +37,7 @@ def plot_curves(histories: dict, *, metric: str = "loss", ax=None, title: str | 
         else:
             ax.lines[-1].set_label(name)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy loss" if metric == "loss" else "accuracy")
+    ax.set_ylabel(ylabel or ("cross-entropy loss" if metric == "loss" else "accuracy"))
     ax.set_title(title or f"{metric}: training (dashed) vs validation (solid)")
     ax.grid(alpha=0.3)
     if histories:
@@ -133,6 +136,46 @@ def plot_image_grid(images, titles=None, *, ncols: int = 8, fig=None, title: str
     return fig
 
 
+def plot_feature_maps(maps, images=None, *, row_titles=None, max_maps: int = 8, fig=None,
+                      title: str = "Feature maps of the first conv block", cmap: str = "viridis"):
+    """One row per image: the input (when ``images`` is given), then its first ``max_maps`` feature maps.
+
+    Parameters
+    ----------
+    maps : array or tensor, (N, C, H, W)
+        Activations, e.g. from :func:`helpers.cnn.feature_maps`. Each map is scaled to its own range,
+        so weak and strong channels are both visible.
+    images : array or tensor, (N, 1, H, W), optional
+        The inputs, drawn in gray in [0, 1].
+    row_titles : list of str, optional
+        A label per image (e.g. its class), written beside the row.
+    """
+    maps = np.asarray(maps.detach().cpu() if hasattr(maps, "detach") else maps)
+    n, c = maps.shape[:2]
+    shown = min(c, max_maps)
+    ncols = shown + (images is not None)
+    fig = fig or plt.figure(figsize=(1.3 * ncols + 0.6, 1.35 * n + 0.7), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(n, ncols, squeeze=False))
+    if images is not None:
+        images = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
+    for i in range(n):
+        col = 0
+        if images is not None:
+            axes[i, 0].imshow(images[i, 0] if images.ndim == 4 else images[i], cmap="gray", vmin=0, vmax=1)
+            col = 1
+        for j in range(shown):
+            axes[i, col + j].imshow(maps[i, j], cmap=cmap)
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title("input" if images is not None and j == 0 else f"channel {j + 1 - col}", fontsize=8)
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
 def plot_grid_results(table, *, x: str = "name", y: str = "val_acc", ax=None, title: str = "Validation accuracy"):
     """Bar chart of one column of a grid table."""
     fig, ax = _ax(ax, figsize=(7, 0.4 * len(table) + 1.2))
@@ -144,6 +187,55 @@ def plot_grid_results(table, *, x: str = "name", y: str = "val_acc", ax=None, ti
         ax.text(v, i, f" {v:.2%}", va="center", fontsize=8)
     ax.set_xlabel(y.replace("_", " "))
     ax.set_title(title)
+    return fig
+
+
+def plot_reconstructions(clean, noisy, recon, *, fig=None, title: str = "Clean, noisy and reconstructed test images",
+                         row_titles=("clean", "noisy input", "reconstruction"), col_titles=None):
+    """Three rows of images (N, 1, H, W) or (N, H, W) in [0, 1]: clean, noisy and reconstructed, column by column."""
+    rows = [np.asarray(r.detach().cpu() if hasattr(r, "detach") else r) for r in (clean, noisy, recon)]
+    rows = [r[:, 0] if r.ndim == 4 and r.shape[1] == 1 else r.transpose(0, 2, 3, 1) if r.ndim == 4 else r for r in rows]
+    n = len(rows[0])
+    fig = fig or plt.figure(figsize=(1.3 * n + 0.8, 4.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(3, n, squeeze=False))
+    for i, (images, label) in enumerate(zip(rows, row_titles)):
+        for j, ax in enumerate(axes[i]):
+            ax.imshow(images[j], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0 and col_titles is not None:
+                ax.set_title(col_titles[j], fontsize=7)
+        axes[i, 0].set_ylabel(label, fontsize=9)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_projection(points, labels, class_names, *, ax=None, title: str = "2-D projection of the latent codes",
+                    xlabel: str = "component 1", ylabel: str = "component 2"):
+    """Scatter of 2-D points (N, 2) coloured by class index ``labels``, with a legend of class names."""
+    fig, ax = _ax(ax, figsize=(6.5, 5.5))
+    points, labels = np.asarray(points), np.asarray(labels)
+    colors = sns.color_palette("tab10", n_colors=max(len(class_names), 1))
+    for k, name in enumerate(class_names):
+        mask = labels == k
+        ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.6, color=colors[k % len(colors)], label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, markerscale=2.5, loc="best")
+    return fig
+
+
+def mark_epochs(fig, marks: dict, *, color: str = "gray"):
+    """Dotted vertical lines at the given epochs on every axis of ``fig``; returns the figure.
+
+    ``marks`` maps a label to an epoch, e.g. where shorter runs of the same seeded training stop.
+    """
+    for ax in fig.axes:
+        for label, epoch in marks.items():
+            ax.axvline(epoch, color=color, ls=":", lw=1.2)
+            ax.annotate(label, (epoch, 1), xycoords=("data", "axes fraction"), xytext=(2, -10),
+                        textcoords="offset points", fontsize=7, color=color, rotation=90, va="top")
     return fig
 
 

@@ -1,0 +1,137 @@
+"""The transfer-learning and autoencoder notebooks executed by papermill in the smoke profile on fixture data."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import papermill
+import pytest
+
+from helpers.runner import NOTEBOOKS_DIR, notebook_path
+
+TRANSFER_FIGURES = ("samples", "pretraining_curves", "learning_curves", "test_accuracy", "confusion_matrix",
+                    "per_class_accuracy")
+AE_FIGURES = ("reconstruction_curves", "reconstructions", "latent_pca", "latent_tsne", "classifier_curves",
+              "confusion_matrix", "per_class_accuracy", "architecture_reconstruction_curves",
+              "architecture_classifier_curves", "epochs_curves")
+TARGET_NAMES = ["Trouser", "Dress", "Sandal", "Sneaker", "Ankle boot"]
+
+
+def execute(section, tmp_path, **params):
+    out = tmp_path / f"{section}.ipynb"
+    papermill.execute_notebook(str(notebook_path(section)), str(out), parameters=params, cwd=str(NOTEBOOKS_DIR),
+                               progress_bar=False)
+    return nbformat.read(str(out), as_version=4)
+
+
+def markdown_text(nb) -> str:
+    return "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_progress_bars():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HELPERS_PROGRESS", "0")  # the kernels inherit it
+        yield
+
+
+@pytest.fixture(scope="module")
+def transfer_run(tmp_path_factory, fake_data_dir):
+    tmp = tmp_path_factory.mktemp("transfer_smoke")
+    nb = execute("transfer", tmp, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp / "out"),
+                 author_name="Ada Lovelace", author_id="A-42")
+    return nb, tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def ae_run(tmp_path_factory, fake_data_dir):
+    tmp = tmp_path_factory.mktemp("ae_smoke")
+    cnn = tmp / "cnn_metrics.json"
+    cnn.write_text(json.dumps({"profile": "full", "data": {"classes": [1, 3, 5, 7, 9]},
+                               "best": {"name": "max + batch_norm", "test": {
+                                   "accuracy": 0.9, "per_class_accuracy": {n: 0.9 for n in TARGET_NAMES}}}}))
+    nb = execute("autoencoder", tmp, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp / "out"),
+                 cnn_metrics=str(cnn), author_name="Ada Lovelace")
+    return nb, tmp / "out"
+
+
+@pytest.mark.parametrize("section", ["transfer", "autoencoder"])
+def test_parameters_cell_first_and_no_committed_outputs(section):
+    nb = nbformat.read(str(notebook_path(section)), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert f'make_config(\n    "{section}"' in code[1].source
+    assert all(not c.get("outputs") for c in code), "notebooks are committed without outputs"
+
+
+def test_transfer_smoke_report(transfer_run):
+    nb, out = transfer_run
+    params = nb.metadata.papermill.parameters
+    assert params["profile"] == "smoke" and params["author_name"] == "Ada Lovelace"
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["section"], m["profile"], m["seed"]) == ("transfer", "smoke", 0)
+    p = m["parameters"]
+    assert (p["epochs"], p["image_size"], p["labels_per_class"], p["weights"]) == (1, 32, 10, "pretrain")
+    assert m["data"]["classes"] == [1, 3, 5, 7, 9] and m["data"]["class_names"] == TARGET_NAMES
+    assert m["data"]["sizes"] == {"train": 50, "val": 15, "test": 50}
+    assert m["data"]["pretraining"]["classes"] == [0, 2, 4, 6, 8]
+    rows = {r["mode"]: r for r in m["configurations"]}
+    assert list(rows) == ["scratch", "frozen", "finetune"]
+    assert rows["frozen"]["params"] < rows["finetune"]["params"] and rows["frozen"]["frozen_params"] > 0
+    assert all(r["seconds"] > 0 and 0 <= r["test_acc"] <= 1 for r in rows.values())
+    assert set(m["histories"]) == set(m["results"]) == {r["name"] for r in rows.values()}
+    best = m["best"]
+    assert best["name"] in m["results"] and best["mode"] in rows
+    assert sum(map(sum, best["test"]["confusion_matrix"])) == 50
+    assert set(best["test"]["per_class_accuracy"]) == set(TARGET_NAMES)
+    assert m["pretraining"]["resnet18"]["history"] and m["environment"]["torch"] and m["wall_seconds"] > 0
+    assert (out / "checkpoints" / "pretrained_resnet18.pt").is_file()
+    for name in TRANSFER_FIGURES:
+        assert (out / f"{name}.png").stat().st_size > 5_000, name
+    text = markdown_text(nb)
+    assert "Ada Lovelace" in text and "**Best by validation accuracy:**" in text
+    assert f"{best['test']['accuracy']:.2%}" in text
+
+
+def test_transfer_reuses_its_saved_checkpoint(transfer_run, tmp_path, fake_data_dir):
+    _, out = transfer_run
+    execute("transfer", tmp_path, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp_path / "out"),
+            weights=str(out / "checkpoints" / "pretrained_resnet18.pt"), modes=["frozen"])
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["pretraining"] == {} and m["data"]["pretraining"] is None
+    assert [r["mode"] for r in m["configurations"]] == ["frozen"]
+    assert "checkpoint pretrained_resnet18.pt" in m["configurations"][0]["weights"]
+
+
+def test_autoencoder_smoke_report(ae_run):
+    nb, out = ae_run
+    assert nb.metadata.papermill.parameters["profile"] == "smoke"
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["section"], m["profile"]) == ("autoencoder", "smoke")
+    assert (m["parameters"]["epochs"], m["parameters"]["classifier_epochs"]) == (1, 1)
+    assert m["data"]["classes"] == [1, 3, 5, 7, 9] and m["data"]["class_names"] == TARGET_NAMES
+    assert m["data"]["ae_sizes"]["train"] + m["data"]["ae_sizes"]["val"] == 200  # 10 classes x 20 fake images
+    assert m["data"]["sizes"]["test"] == 50
+    assert len(m["autoencoder"]["history"]) == 1 and 0 < m["autoencoder"]["test_mse"] < 1
+    assert set(m["autoencoder"]["history"][0]) == {"epoch", "train_loss", "val_loss", "lr", "seconds"}
+    archs = {r["name"]: r for r in m["configurations"]["architectures"]}
+    assert list(archs) == ["thin", "course", "thick"] and archs["thick"]["ae_params"] > archs["thin"]["ae_params"]
+    assert [r["epochs_run"] for r in m["configurations"]["epochs"]] == [1, 2]
+    assert m["cnn_comparison"]["cnn_accuracy"] == 0.9
+    test = m["best"]["test"]
+    assert 0 <= test["accuracy"] <= 1 and sum(map(sum, test["confusion_matrix"])) == 50
+    for name in AE_FIGURES:
+        assert (out / f"{name}.png").stat().st_size > 5_000, name
+    text = markdown_text(nb)
+    assert "**Denoising:**" in text and "**Against the CNN report:**" in text and "Ada Lovelace" in text
+
+
+@pytest.mark.parametrize("section, name, value", [("transfer", "backbones", ["alexnet"]),
+                                                  ("autoencoder", "kind", "vae")])
+def test_bad_parameters_stop_in_the_config_cell(tmp_path, fake_data_dir, section, name, value):
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        execute(section, tmp_path, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp_path / "out"),
+                **{name: value})
+    assert info.value.ename == "ConfigError" and name in info.value.evalue and "allowed" in info.value.evalue
+    assert not (tmp_path / "out" / "metrics.json").exists()
