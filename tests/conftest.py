@@ -9,9 +9,12 @@ or import the helpers directly::
 from __future__ import annotations
 
 import gzip as _gzip
+import os
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see helpers/__init__.py
+
+import numpy as np  # noqa: E402
 import pytest
 import torch
 
