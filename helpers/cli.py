@@ -17,6 +17,12 @@ def parse_value(text: str):
     """A ``-p`` value as papermill would type it: numbers, booleans, None, lists; otherwise a string."""
     if text in ("None", "none", "null", "~"):
         return None
+    # YAML 1.1 reads "1e-3" as a string; papermill's -p makes it a float, so try numbers first.
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

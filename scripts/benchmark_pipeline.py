@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -31,7 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+# As helpers/__init__.py does, and for both ways alike: OpenMP threads wait passively instead of spinning,
+# which only takes effect before torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
@@ -153,8 +158,8 @@ def main(argv=None) -> dict:
         "toolkit": lambda: run_toolkit(train, args=args),
     }
     print(f"strong CNN, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}, augmentation on, "
-          f"{torch.get_num_threads()} torch threads, DataLoader workers {args.num_workers}, "
-          f"{args.repeats} repeats", flush=True)
+          f"{torch.get_num_threads()} torch threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), "
+          f"DataLoader workers {args.num_workers}, {args.repeats} repeats", flush=True)
     rates = {name: [] for name in ways}
     for repeat in range(args.repeats):
         for name, run in ways.items():
@@ -165,7 +170,8 @@ def main(argv=None) -> dict:
     result = {"images_per_second": median, "runs": rates,
               "ratio_toolkit_vs_torchvision": median["toolkit"] / median["torchvision"],
               "ratio_toolkit_vs_torchvision_channels_last": median["toolkit"] / median["torchvision + channels-last"],
-              "settings": vars(args)}
+              "settings": {**vars(args), "torch_threads": torch.get_num_threads(),
+                           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}}
     print("median images/s: " + ", ".join(f"{k} {v:.0f}" for k, v in median.items()))
     print(f"toolkit / torchvision (course pipeline):        {result['ratio_toolkit_vs_torchvision']:.2f}x")
     print(f"toolkit / torchvision with the same model layout: {result['ratio_toolkit_vs_torchvision_channels_last']:.2f}x")
