@@ -220,30 +220,21 @@ def test_not_gzip_at_all(tmp_path):
     assert "gzip" in str(info.value)
 
 
-def test_gzip_truncated_stream(tmp_path):
+def _flip_byte(raw: bytes, index: int) -> bytes:
+    out = bytearray(raw)
+    out[index] ^= 0xFF
+    return bytes(out)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda raw: raw[:200],  # truncated stream
+    lambda raw: raw[:10] + b"\xff" + raw[11:],  # first deflate block header: reserved block type 3 -> zlib.error
+    lambda raw: _flip_byte(raw, -8),  # CRC32 in the gzip trailer
+], ids=["truncated", "bad-deflate", "crc-mismatch"])
+def test_gzip_damage_names_the_file(tmp_path, damage):
     folder = small(tmp_path / "d")
     path = _image_file(folder, True)
-    path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(CorruptDataError, match=re.escape(str(path))):
-        load_fashion_mnist(folder)
-
-
-def test_gzip_corrupt_deflate_data(tmp_path):
-    folder = small(tmp_path / "d")
-    path = _image_file(folder, True)
-    raw = bytearray(path.read_bytes())
-    raw[10] = 0xFF  # first deflate block header: reserved block type 3 -> zlib.error
-    path.write_bytes(bytes(raw))
-    with pytest.raises(CorruptDataError, match=re.escape(str(path))):
-        load_fashion_mnist(folder)
-
-
-def test_gzip_crc_mismatch(tmp_path):
-    folder = small(tmp_path / "d")
-    path = _image_file(folder, True)
-    raw = bytearray(path.read_bytes())
-    raw[-8] ^= 0xFF  # CRC32 in the gzip trailer
-    path.write_bytes(bytes(raw))
+    path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(CorruptDataError, match=re.escape(str(path))):
         load_fashion_mnist(folder)
 
