@@ -239,9 +239,12 @@ def mark_epochs(fig, marks: dict, *, color: str = "gray"):
     return fig
 
 
-def save_figure(fig, output_dir: str | Path, name: str) -> Path:
-    """Save ``fig`` as ``output_dir/name.png`` (150 dpi) and return the path."""
+def save_figure(fig, output_dir: str | Path, name: str) -> None:
+    """Save ``fig`` as ``output_dir/name.png`` (150 dpi).
+
+    Returns nothing on purpose: it is the last line of many notebook cells, and a returned path would be
+    printed into the report under every figure.
+    """
     path = Path(output_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
