@@ -255,8 +255,8 @@ def params(**changes) -> dict:
             "conv_dropouts": None, "head_dropouts": None, "hidden_sizes": None, "augment": True, "aug_rotation": 5.0,
             "aug_noise_std": 0.02, "aug_hflip": True, "aug_brightness": 0.1, "aug_contrast": 0.1,
             "aug_crop_padding": 0, "aug_erasing": 0.0, "grid_epochs": None, "search_epochs": None,
-            "final_epochs": None, "grid_per_class": None, "search_per_class": None, "val_fraction": 0.15,
-            "stratified": True, "train_per_class": None, "test_per_class": None, "device": "cpu",
+            "final_epochs": None, "final_augment": None, "grid_per_class": None, "search_per_class": None,
+            "val_fraction": 0.15, "stratified": True, "train_per_class": None, "test_per_class": None, "device": "cpu",
             "author_name": "A", "author_id": "1", "course": "DL"}
     return {**base, **changes}
 
@@ -268,8 +268,11 @@ def test_config_fills_profile_values_and_lr():
     assert augment_from(cfg) == Augment(rotation=5.0, noise_std=0.02, hflip=True, brightness=0.1, contrast=0.1)
     assert "rotation=5.0" in cfg.augmentation
     assert make_config("cnn", **params(augment=False)).augmentation == "none"
-    full = make_config("cnn", **params(profile="full", aug_crop_padding=None))
-    assert full.aug_crop_padding == 2 and "crop_padding=2" in full.augmentation
+    assert cfg.final_augment == "same" and cfg.final_augmentation == cfg.augmentation
+    full = make_config("cnn", **params(profile="full"))
+    assert full.final_augment == "flip" and full.final_augmentation == "hflip=True"
+    assert "rotation=5.0" in full.augmentation  # the comparisons keep the aug_* augmentation
+    assert make_config("cnn", **params(final_augment="none")).final_augmentation == "none"
     assert cnn.resolve_lr(0.2, "adam") == 0.2 and cnn.resolve_lr(None, "sgd") == 0.05
 
 
@@ -277,6 +280,7 @@ def test_config_fills_profile_values_and_lr():
     ("poolings", ["max", "min"]), ("norms", []), ("optimizer", "rmsprop"), ("init", "glorot"),
     ("aug_rotation", -5), ("conv_dropouts", [0.1, 1.0]), ("hidden_sizes", [64, 64]), ("final_epochs", 0),
     ("label_smoothing", 1.0), ("search_per_class", 2.5), ("augment", "yes"),
+    ("final_augment", "mixup"),
 ])
 def test_bad_parameters_name_themselves(name, value):
     with pytest.raises(ConfigError, match=name) as info:
@@ -290,6 +294,16 @@ def test_augment_on_needs_some_augmentation():
     with pytest.raises(ConfigError, match="augment=True"):
         make_config("cnn", **params(**off))
     assert make_config("cnn", **params(augment=False, **off)).augmentation == "none"
+
+
+def test_final_augmentation_choices():
+    course = Augment(rotation=5.0, hflip=True)
+    assert cnn.final_augmentation("same", course, use_augment=True) is course
+    assert cnn.final_augmentation("same", course, use_augment=False) is None  # augment=False means none anywhere
+    assert cnn.final_augmentation("flip", course, use_augment=False) == Augment(hflip=True)
+    assert cnn.final_augmentation("none", course, use_augment=True) is None
+    with pytest.raises(ConfigError, match="final_augment"):
+        cnn.final_augmentation("cutmix", course, use_augment=True)
 
 
 # --- observations ------------------------------------------------------------------------------------------

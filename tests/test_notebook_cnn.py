@@ -39,7 +39,8 @@ def subset_run(tmp_path_factory, fake_data_dir):
     tmp = tmp_path_factory.mktemp("cnn_subset")
     nb, metrics = execute(tmp, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp / "out"),
                           classes=[1, 3, 5, 7, 9], init="xavier", optimizer="adam", poolings=["avg"],
-                          norms=["batch_norm"], hidden_sizes=[32], aug_rotation=10.0, batch_size=100)
+                          norms=["batch_norm"], hidden_sizes=[32], aug_rotation=10.0, batch_size=100,
+                          final_augment="flip")
     return nb, metrics, tmp / "out"
 
 
@@ -76,6 +77,7 @@ def test_smoke_writes_metrics_figures_and_records_parameters(smoke_run):
     assert metrics["best"]["name"] in search_names and len(search_names) == 2
     assert len(metrics["augmentation"]["configurations"]) == 2
     assert metrics["best"]["epochs"] == 3 and len(metrics["best"]["history"]) == 3
+    assert metrics["best"]["augmentation"] == p["final_augmentation"] == p["augmentation"]  # smoke: "same"
     test = metrics["best"]["test"]
     assert 0.0 <= test["accuracy"] <= 1.0
     assert len(test["confusion_matrix"]) == 10 and sum(map(sum, test["confusion_matrix"])) == 100
@@ -102,6 +104,8 @@ def test_assignment_with_class_subset(subset_run):
     p = metrics["parameters"]
     assert p["classes"] == [1, 3, 5, 7, 9] and p["optimizer"] == "adam" and p["lr"] == 0.001  # adam's default
     assert p["augmentation"].startswith("rotation=10.0")
+    assert metrics["best"]["augmentation"] == "hflip=True"
+    assert "augmentation hflip=True" in outputs_text(nb)
     assert metrics["data"]["class_names"] == SUBSET_NAMES and metrics["data"]["classes"] == [1, 3, 5, 7, 9]
     assert [c["name"] for c in metrics["pooling_grid"]["configurations"]] == ["avg + batch_norm"]
     assert metrics["best"]["config"]["hidden_size"] == 32 and metrics["best"]["config"]["name"] == metrics["best"]["name"]
