@@ -85,19 +85,30 @@ def retrain_and_test(config: dict, *, build_model: Callable[[dict], object], tra
     return {"model": model, "history": history, "test": evaluate(model, test, device=device), "seconds": seconds}
 
 
+# Headers of the report tables; other columns keep their names with spaces for underscores, so that
+# a narrow PDF page can wrap a header between words instead of squeezing it.
+HEADERS = {"train_acc": "train acc %", "val_acc": "val acc %", "test_acc": "test acc %", "train_loss": "train loss",
+           "val_loss": "val loss", "test_loss": "test loss", "best_epoch": "best epoch (val loss)",
+           "epochs_run": "epochs", "params": "parameters"}
+
+
 def results_table(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The columns a report shows, with readable headers and percentages."""
+    """The columns a report shows, with readable headers, accuracies in percent and rounded losses.
+
+    ``test_acc`` is expected as a fraction, like ``train_acc`` and ``val_acc``. The ``status`` column is
+    shown only when some run did not complete (its reason is then in that column).
+    """
     view = table[[c for c in columns if c in table.columns]].copy()
-    for col in ("train_acc", "val_acc"):
+    for col in ("train_acc", "val_acc", "test_acc"):
         if col in view:
             view[col] = (view[col] * 100).round(2)
-    for col in ("train_loss", "val_loss"):
+    for col in ("train_loss", "val_loss", "test_loss"):
         if col in view:
             view[col] = view[col].round(4)
     if "seconds" in view:
         view["seconds"] = view["seconds"].round(1)
+    if "status" in view and (view["status"] == "completed").all():
+        view = view.drop(columns="status")  # a column of "completed" only takes width from a full page
     if "name" in view:
         view = view.set_index("name")
-    return view.rename(columns={"train_acc": "train acc %", "val_acc": "val acc %", "train_loss": "train loss",
-                                "val_loss": "val loss", "best_epoch": "best epoch (val loss)",
-                                "epochs_run": "epochs", "params": "parameters"})
+    return view.rename(columns=lambda c: HEADERS.get(c, c.replace("_", " ")))

@@ -348,11 +348,9 @@ def run_modes(backbone: str, *, modes, weights: dict | None, train: ImageSet, va
 
 def comparison_view(table):
     """The comparison table for display: accuracies in percent, trainable vs frozen parameters, seconds."""
-    view = table.assign(test_acc=(table["test_acc"] * 100).round(2), test_loss=table["test_loss"].round(4))
     columns = ["name", "weights", "params", "frozen_params", "epochs_run", "train_acc", "val_acc", "val_loss",
                "test_acc", "test_loss", "seconds"]
-    return results_table(view, columns).rename(columns={"parameters": "trainable", "frozen_params": "frozen",
-                                                        "test_acc": "test acc %", "test_loss": "test loss"})
+    return results_table(table, columns).rename(columns={"parameters": "trainable", "frozen params": "frozen"})
 
 def observations(table, *, best_test: dict, pretrain_info: dict | None = None) -> str:
     """Markdown bullet points drawn from the comparison table and the best run's test result."""
