@@ -49,8 +49,10 @@ def plot_learning_curves(histories: dict, *, fig=None, title: str = "Learning cu
     """Loss and accuracy side by side for every history."""
     fig = fig or plt.figure(figsize=FIGSIZE_WIDE, layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
-    plot_curves(histories, metric="loss", ax=ax_loss, title="Loss (dashed: train, solid: validation)")
-    plot_curves(histories, metric="acc", ax=ax_acc, title="Accuracy (dashed: train, solid: validation)")
+    with_val = any(r.get("val_loss") is not None for h in histories.values() for r in h)
+    how = "dashed: train, solid: validation" if with_val else "training set"
+    plot_curves(histories, metric="loss", ax=ax_loss, title=f"Loss ({how})")
+    plot_curves(histories, metric="acc", ax=ax_acc, title=f"Accuracy ({how})")
     fig.suptitle(title)
     return fig
 

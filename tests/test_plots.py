@@ -73,6 +73,9 @@ def test_plot_learning_curves_has_loss_and_accuracy_panels():
     assert fig.get_suptitle() == "Grid"
     assert [ax.get_ylabel() for ax in fig.axes] == ["cross-entropy loss", "accuracy"]
     assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+    assert "validation" in fig.axes[0].get_title()
+    final = plots.plot_learning_curves({"final": history(with_val=False)})
+    assert [ax.get_title() for ax in final.axes] == ["Loss (training set)", "Accuracy (training set)"]
 
 
 def test_plot_history_grid_one_panel_per_configuration_hides_the_rest():
