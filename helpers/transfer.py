@@ -350,7 +350,13 @@ def comparison_view(table):
     """The comparison table for display: accuracies in percent, trainable vs frozen parameters, seconds."""
     columns = ["name", "weights", "params", "frozen_params", "epochs_run", "train_acc", "val_acc", "val_loss",
                "test_acc", "test_loss", "seconds"]
-    return results_table(table, columns).rename(columns={"parameters": "trainable", "frozen params": "frozen"})
+    # The long description of the weights (source classes, images, epochs) is in the text above the table;
+    # in a column it would squeeze the numbers off a PDF page.
+    short = table["weights"].str.replace(r"^pretrained on .*", "source-task pretraining", regex=True)
+    short = short.str.replace(r"^ImageNet \(.*\)$", "ImageNet", regex=True)
+    view = results_table(table.assign(weights=short), columns)
+    return view.rename(columns={"parameters": "trainable", "frozen params": "frozen"})
+
 
 def observations(table, *, best_test: dict, pretrain_info: dict | None = None) -> str:
     """Markdown bullet points drawn from the comparison table and the best run's test result."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from urllib.error import URLError
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -184,3 +185,18 @@ def test_config_fills_the_profile_and_rejects_bad_values(tmp_path):
         with pytest.raises(ConfigError, match=name):
             make_config("transfer", **_params(**changes))
 
+
+
+def test_comparison_view_short_weights_percent_and_headers():
+    table = pd.DataFrame({
+        "name": ["r / scratch", "r / frozen", "r / imagenet"],
+        "weights": ["random", "pretrained on T-shirt/top, Coat (5,000 images, 2 epochs)",
+                    "ImageNet (ResNet18_Weights.IMAGENET1K_V1)"],
+        "params": [100, 10, 100], "frozen_params": [0, 90, 0], "epochs_run": [3, 3, 3], "train_acc": [0.9, 0.7, 0.95],
+        "val_acc": [0.85, 0.7, 0.9], "val_loss": [0.4, 0.8, 0.3], "test_acc": [0.8456, 0.7, 0.9],
+        "test_loss": [0.41234, 0.8, 0.3], "seconds": [10.0, 1.0, 12.0]})
+    view = transfer.comparison_view(table)
+    assert list(view["weights"]) == ["random", "source-task pretraining", "ImageNet"]
+    assert list(view.columns) == ["weights", "trainable", "frozen", "epochs", "train acc %", "val acc %", "val loss",
+                                  "test acc %", "test loss", "seconds"]
+    assert view.loc["r / scratch", "test acc %"] == 84.56 and view.loc["r / scratch", "test loss"] == 0.4123
