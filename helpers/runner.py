@@ -56,6 +56,8 @@ def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: b
     params = {**parameters, "output_dir": str(out.resolve())}
     status = {"section": section, "title": SECTIONS[section][1], "folder": str(out), "notebook": str(executed),
               "status": "ok", "error": None, "files": {"notebook": executed.name}}
+    # a metrics.json left by an earlier run in this folder must not speak for this one if it fails early
+    (out / "metrics.json").unlink(missing_ok=True)
     os.environ["HELPERS_PROGRESS"] = "0"  # the kernel inherits it: no progress bars inside reports
     start = time.perf_counter()
     log(f"[{section}] running {notebook_path(section).name} -> {executed}")
@@ -68,7 +70,11 @@ def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: b
         status.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
     status["seconds"] = time.perf_counter() - start
-    author = " ".join(str(parameters.get(k, "")) for k in ("author_name", "author_id")).strip()
+    metrics = out / "metrics.json"
+    metrics_data = json.loads(metrics.read_text()) if metrics.exists() else {}
+    # the PDF header names the author: the run's own values (notebook defaults included) when it got that far
+    named = {**parameters, **metrics_data.get("parameters", {})}
+    author = " ".join(str(named.get(k) or "") for k in ("author_name", "author_id")).strip()
     if executed.exists():
         if "html" in formats or "pdf" in formats:
             try:
@@ -87,9 +93,8 @@ def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: b
         if "html" not in formats:
             (out / f"{section}.html").unlink(missing_ok=True)
             status["files"].pop("html", None)
-    metrics = out / "metrics.json"
-    if metrics.exists():
-        status["headline"] = headline(json.loads(metrics.read_text()))
+    if metrics_data:
+        status["headline"] = headline(metrics_data)
         status["files"]["metrics"] = metrics.name
     log(f"[{section}] {status['status']} in {status['seconds']:.0f} s" + (f": {status['error']}" if status["error"] else ""))
     return status
@@ -115,6 +120,7 @@ def write_index(output_dir: Path, results: list[dict], *, title: str = "Fashion-
         err = f'<div class="err">{html.escape(r["error"])}</div>' if r.get("error") else ""
         note = f'<div class="note">{html.escape(r["export_error"])}</div>' if r.get("export_error") else ""
         rows.append(f"<tr><td>{html.escape(r['title'])}</td><td class='{cls}'>{r['status']}{err}{note}</td>"
+                    f"<td>{html.escape(str(h.get('profile') or '–'))}</td>"
                     f"<td>{html.escape(str(h.get('best') or '–'))}</td><td>{acc}</td>"
                     f"<td>{r.get('seconds', 0):.0f} s</td><td>{links}</td></tr>")
     page = f"""<!DOCTYPE html>
@@ -128,7 +134,7 @@ text-align: left; vertical-align: top; }} th {{ background: #f4f4f4; }} .ok {{ c
 <h1>{html.escape(title)}</h1>
 <p>Generated {time.strftime('%Y-%m-%d %H:%M')}. Each section links to its report (HTML, PDF), the executed notebook and
 its <code>metrics.json</code>.</p>
-<table><thead><tr><th>Section</th><th>Status</th><th>Best configuration</th><th>Test accuracy</th>
+<table><thead><tr><th>Section</th><th>Status</th><th>Profile</th><th>Best configuration</th><th>Test accuracy</th>
 <th>Wall time</th><th>Files</th></tr></thead><tbody>
 {''.join(rows)}
 </tbody></table></body></html>

@@ -86,6 +86,7 @@ def test_index_links_every_section(all_sections_run):
     for section, (_, title) in SECTIONS.items():
         assert title in index
     assert index.count(">failed<") == 1
+    assert index.count("<td>smoke</td>") == 3  # the profile of each section that ran (the failed one has none)
     for href in re.findall(r'href="([^"]+)"', index):
         assert (out / href).exists(), href
 
@@ -129,6 +130,11 @@ def test_pdf_pages_are_not_blank(tmp_path, fake_data_dir):
         assert (gray < 200).mean() > 0.005, f"{image.name} looks blank"
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
     assert "Ada Lovelace" in text and f"of {pages}" in text  # running header and page numbers
+    # every page's header names the author: the -p value and the notebook's default author_id
+    for page in range(2, pages + 1):
+        text = subprocess.run(["pdftotext", "-f", str(page), "-l", str(page), str(pdf), "-"], capture_output=True,
+                              text=True).stdout
+        assert "Ada Lovelace Student ID" in text and f"Page {page} of {pages}" in text, page
 
 
 def test_batch_runs_rows_and_reports_a_bad_row(tmp_path, fake_data_dir):
