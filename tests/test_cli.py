@@ -57,6 +57,10 @@ def test_bad_section_and_format():
 def all_sections_run(tmp_path_factory, fake_data_dir):
     """Every section in smoke profile; the MLP one is made to fail by a bad value only it declares."""
     out = tmp_path_factory.mktemp("reports")
+    # an earlier, successful run left its metrics in the MLP folder: the failed rerun must not show them
+    (out / "mlp").mkdir()
+    (out / "mlp" / "metrics.json").write_text(json.dumps({"profile": "quick", "best": {"name": "stale",
+                                                                                      "test": {"accuracy": 0.99}}}))
     done = cli("run", "--profile", "smoke", "--output-dir", out, "--formats", "html", "-p", "data_dir", fake_data_dir,
                "-p", "optimizers", '["adam", "adagrad"]', "-p", "author_name", "Ada Lovelace")
     return done, out
@@ -69,6 +73,8 @@ def test_failing_section_does_not_stop_the_others(all_sections_run):
     partial = out / "mlp" / "mlp.ipynb"
     assert partial.exists() and "ConfigError" in partial.read_text()
     assert (out / "mlp" / "mlp.html").exists()  # the partial notebook is still exported
+    assert not (out / "mlp" / "metrics.json").exists()
+    assert "stale" not in (out / "index.html").read_text() and "99.00%" not in (out / "index.html").read_text()
     for section in SECTIONS:
         if section == "mlp":
             continue
