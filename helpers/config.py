@@ -157,8 +157,11 @@ def common_checks(p: dict) -> dict:
     if "classes" in p:
         p["classes"] = check_classes_param(p["classes"])
     for key in ("author_name", "author_id", "course"):
+        # `-p author_id 42` arrives as an int (papermill's typing): a student number is still an id
+        if key in p and isinstance(p[key], int) and not isinstance(p[key], bool):
+            p[key] = str(p[key])
         if key in p and not isinstance(p[key], str):
-            fail(key, p[key], "a string")
+            fail(key, p[key], "a string (or a whole number)")
     return p
 
 

@@ -22,6 +22,12 @@ def test_profile_fills_only_missing_values():
     assert cfg.output_dir.endswith("reports/mlp")
 
 
+def test_numeric_student_id_is_kept_as_text():
+    """`-p author_id 42` reaches the notebook as an int; a student number must not stop the report."""
+    cfg = make_config("mlp", **{**MLP, "author_id": 42})
+    assert cfg.author_id == "42"
+
+
 def test_config_is_read_only():
     cfg = make_config("mlp", **MLP)
     assert isinstance(cfg, Config) and cfg["lr"] == 0.001
@@ -52,6 +58,8 @@ def test_config_is_read_only():
     ("device", "tpu", "'auto', 'cpu', 'cuda', 'mps'"),
     ("seed", -1, "integer >= 0"),
     ("stratified", "yes", "True or False"),
+    ("author_id", ["s1"], "a string"),
+    ("author_name", True, "a string"),
 ])
 def test_bad_values_name_parameter_and_allowed(name, value, fragment):
     with pytest.raises(ConfigError) as info:
