@@ -348,8 +348,9 @@ def run_modes(backbone: str, *, modes, weights: dict | None, train: ImageSet, va
 
 def comparison_view(table):
     """The comparison table for display: accuracies in percent, trainable vs frozen parameters, seconds."""
-    columns = ["name", "weights", "params", "frozen_params", "epochs_run", "train_acc", "val_acc", "val_loss",
-               "test_acc", "test_loss", "seconds"]
+    # validation loss is in the curves; one column fewer keeps the table within an A4 page
+    columns = ["name", "weights", "params", "frozen_params", "epochs_run", "train_acc", "val_acc", "test_acc",
+               "test_loss", "seconds"]
     # The long description of the weights (source classes, images, epochs) is in the text above the table;
     # in a column it would squeeze the numbers off a PDF page.
     short = table["weights"].str.replace(r"^pretrained on .*", "source-task pretraining", regex=True)

@@ -197,6 +197,6 @@ def test_comparison_view_short_weights_percent_and_headers():
         "test_loss": [0.41234, 0.8, 0.3], "seconds": [10.0, 1.0, 12.0]})
     view = transfer.comparison_view(table)
     assert list(view["weights"]) == ["random", "source-task pretraining", "ImageNet"]
-    assert list(view.columns) == ["weights", "trainable", "frozen", "epochs", "train acc %", "val acc %", "val loss",
+    assert list(view.columns) == ["weights", "trainable", "frozen", "epochs", "train acc %", "val acc %",
                                   "test acc %", "test loss", "seconds"]
     assert view.loc["r / scratch", "test acc %"] == 84.56 and view.loc["r / scratch", "test loss"] == 0.4123
