@@ -30,10 +30,11 @@ def plot_curves(histories: dict, *, metric: str = "loss", ax=None, title: str | 
     colors = sns.color_palette("tab10", n_colors=max(len(histories), 1))
     for color, (name, history) in zip(colors, histories.items()):
         epochs = [r["epoch"] for r in history]
-        ax.plot(epochs, [r[f"train_{metric}"] for r in history], "--", color=color, alpha=0.8, lw=1.3)
+        marker = "o" if len(epochs) == 1 else None  # a one-epoch line has no length: show its point
+        ax.plot(epochs, [r[f"train_{metric}"] for r in history], "--", color=color, alpha=0.8, lw=1.3, marker=marker)
         val = [r.get(f"val_{metric}") for r in history]
         if any(v is not None for v in val):
-            ax.plot(epochs, val, "-", color=color, lw=1.8, label=name)
+            ax.plot(epochs, val, "-", color=color, lw=1.8, label=name, marker=marker)
         else:
             ax.lines[-1].set_label(name)
     ax.set_xlabel("epoch")
@@ -65,16 +66,17 @@ def plot_history_grid(histories: dict, *, ncols: int = 4, fig=None, title: str =
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax, (name, history) in zip(axes, histories.items()):
         epochs = [r["epoch"] for r in history]
-        ax.plot(epochs, [r["train_loss"] for r in history], "--", color="C0", label="train loss")
+        mk = {"marker": "o"} if len(epochs) == 1 else {}
+        ax.plot(epochs, [r["train_loss"] for r in history], "--", color="C0", label="train loss", **mk)
         if history and history[0].get("val_loss") is not None:
-            ax.plot(epochs, [r["val_loss"] for r in history], "-", color="C0", label="val loss")
+            ax.plot(epochs, [r["val_loss"] for r in history], "-", color="C0", label="val loss", **mk)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss", color="C0")
         ax.set_title(name, fontsize=9)
         twin = ax.twinx()
-        twin.plot(epochs, [r["train_acc"] for r in history], "--", color="C1", label="train acc")
+        twin.plot(epochs, [r["train_acc"] for r in history], "--", color="C1", label="train acc", **mk)
         if history and history[0].get("val_acc") is not None:
-            twin.plot(epochs, [r["val_acc"] for r in history], "-", color="C1", label="val acc")
+            twin.plot(epochs, [r["val_acc"] for r in history], "-", color="C1", label="val acc", **mk)
         twin.set_ylabel("accuracy", color="C1")
         ax.grid(alpha=0.3)
     for ax in axes[n:]:

@@ -60,6 +60,14 @@ def test_plot_curves_without_validation_still_labels_each_history():
     assert ax.get_ylabel() == "cross-entropy loss"
 
 
+def test_one_epoch_runs_are_drawn_as_points():
+    fig = plots.plot_curves({"smoke": history(1)})
+    assert all(line.get_marker() == "o" for line in fig.axes[0].lines)
+    fig = plots.plot_history_grid({"smoke": history(1)})
+    assert all(line.get_marker() == "o" for ax in fig.axes for line in ax.lines)
+    assert all(line.get_marker() in ("None", None, "") for line in plots.plot_curves(HISTORIES).axes[0].lines)
+
+
 def test_plot_curves_draws_into_the_given_ax_and_custom_ylabel():
     fig, (left, right) = plt.subplots(1, 2)
     out = plots.plot_curves(HISTORIES, metric="loss", ax=right, ylabel="MSE")
