@@ -115,7 +115,6 @@ def validate(p: dict) -> None:
     check_choice("optimizer", p["optimizer"], OPTIMIZERS)
     check_choice("init", p["init"], INITS)
     check_choice("schedule", p["schedule"], SCHEDULES)
-    check_choice("final_augment", p["final_augment"], FINAL_AUGMENTS)
     check_fraction("momentum", p["momentum"], low_open=False)
     check_nonnegative("weight_decay", p["weight_decay"])
     check_fraction("label_smoothing", p["label_smoothing"], low_open=False)
@@ -135,7 +134,7 @@ def validate(p: dict) -> None:
         raise ConfigError("parameter augment=True is not allowed with every aug_* value off; "
                           "allowed: augment=False, or at least one aug_* value set")
     p["augmentation"] = aug.describe() if p["augment"] else "none"
-    final = final_augmentation(p["final_augment"], aug, use_augment=p["augment"])
+    final = final_augmentation(p["final_augment"], aug, use_augment=p["augment"])  # checks final_augment
     p["final_augmentation"] = final.describe() if final is not None else "none"
 
 

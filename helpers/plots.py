@@ -21,6 +21,11 @@ def _ax(ax, figsize=(6, 4)):
     return ax.figure, ax
 
 
+def _point_if_single(epochs) -> dict:
+    """A marker for a one-epoch run, whose line would have no length and not show at all."""
+    return {"marker": "o"} if len(epochs) == 1 else {}
+
+
 def plot_curves(histories: dict, *, metric: str = "loss", ax=None, title: str | None = None, ylabel: str | None = None):
     """Train (dashed) and validation (solid) ``metric`` per epoch for each named history.
 
@@ -30,11 +35,11 @@ def plot_curves(histories: dict, *, metric: str = "loss", ax=None, title: str | 
     colors = sns.color_palette("tab10", n_colors=max(len(histories), 1))
     for color, (name, history) in zip(colors, histories.items()):
         epochs = [r["epoch"] for r in history]
-        marker = "o" if len(epochs) == 1 else None  # a one-epoch line has no length: show its point
-        ax.plot(epochs, [r[f"train_{metric}"] for r in history], "--", color=color, alpha=0.8, lw=1.3, marker=marker)
+        mk = _point_if_single(epochs)
+        ax.plot(epochs, [r[f"train_{metric}"] for r in history], "--", color=color, alpha=0.8, lw=1.3, **mk)
         val = [r.get(f"val_{metric}") for r in history]
         if any(v is not None for v in val):
-            ax.plot(epochs, val, "-", color=color, lw=1.8, label=name, marker=marker)
+            ax.plot(epochs, val, "-", color=color, lw=1.8, label=name, **mk)
         else:
             ax.lines[-1].set_label(name)
     ax.set_xlabel("epoch")
@@ -66,7 +71,7 @@ def plot_history_grid(histories: dict, *, ncols: int = 4, fig=None, title: str =
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax, (name, history) in zip(axes, histories.items()):
         epochs = [r["epoch"] for r in history]
-        mk = {"marker": "o"} if len(epochs) == 1 else {}
+        mk = _point_if_single(epochs)
         ax.plot(epochs, [r["train_loss"] for r in history], "--", color="C0", label="train loss", **mk)
         if history and history[0].get("val_loss") is not None:
             ax.plot(epochs, [r["val_loss"] for r in history], "-", color="C0", label="val loss", **mk)

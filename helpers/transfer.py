@@ -200,7 +200,7 @@ def imagenet_weights(backbone: str) -> dict:
         ) from exc
     transforms = enum.transforms()
     return {"state_dict": _matching(state, backbone, f"ImageNet weights {file_name}"), "mean": list(transforms.mean),
-            "std": list(transforms.std), "source": f"ImageNet ({enum})"}
+            "std": list(transforms.std), "source": f"ImageNet ({enum})", "label": "ImageNet"}
 
 
 def save_weights(path: str | Path, weights: dict, *, backbone: str) -> Path:
@@ -223,12 +223,13 @@ def load_weights(path: str | Path, backbone: str) -> dict:
         if ckpt["backbone"] != backbone:
             raise WeightsUnavailableError(f"weights={str(path)!r} holds a {ckpt['backbone']} backbone, not {backbone}")
         return {"state_dict": _matching(ckpt["state_dict"], backbone, str(path)), "mean": ckpt["mean"],
-                "std": ckpt["std"], "source": f"{ckpt['source']} (checkpoint {path.name})"}
+                "std": ckpt["std"], "source": f"{ckpt['source']} (checkpoint {path.name})",
+                "label": f"checkpoint {path.name}"}
     state = ckpt.get("model", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise WeightsUnavailableError(f"weights={str(path)!r}: expected a state dict, found {type(ckpt).__name__}")
     return {"state_dict": _matching(state, backbone, str(path)), "mean": [0.485, 0.456, 0.406],
-            "std": [0.229, 0.224, 0.225], "source": f"checkpoint {path.name}"}
+            "std": [0.229, 0.224, 0.225], "source": f"checkpoint {path.name}", "label": f"checkpoint {path.name}"}
 
 
 def get_weights(spec: str, backbone: str) -> dict | None:
@@ -266,7 +267,7 @@ def pretrain(backbone: str, train: ImageSet, val: ImageSet | None, *, image_size
                   seed=seed, device=device, desc=f"pretraining {backbone}")
     source = f"pretrained on {', '.join(train.class_names)} ({len(train):,} images, {len(history)} epochs)"
     weights = {"state_dict": {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()},
-               "mean": mean, "std": std, "source": source}
+               "mean": mean, "std": std, "source": source, "label": "source-task pretraining"}
     return {"weights": weights, "model": model, "history": history, "seconds": time.perf_counter() - start}
 
 
@@ -337,8 +338,11 @@ def run_modes(backbone: str, *, modes, weights: dict | None, train: ImageSet, va
             history = fit(model, train, val, desc=name, **fit_args)
             seconds = time.perf_counter() - start
             tests[name] = evaluate(model, test, device=device)
-        source = "random" if mode == "scratch" or weights is None else weights["source"]
-        row = grid_row({"name": name, "backbone": backbone, "mode": mode, "weights": source}, history, model, seconds)
+        pretrained = mode != "scratch" and weights is not None
+        # "weights" describes them in full (metrics.json); "weights_label" is the table's short name
+        described = {"weights": weights["source"] if pretrained else "random",
+                     "weights_label": weights.get("label", weights["source"]) if pretrained else "random"}
+        row = grid_row({"name": name, "backbone": backbone, "mode": mode, **described}, history, model, seconds)
         row.update({"frozen_params": count_parameters(model)["frozen"], "test_acc": tests[name]["accuracy"],
                     "test_loss": tests[name]["loss"]})
         rows.append(row)
@@ -351,11 +355,9 @@ def comparison_view(table):
     # validation loss is in the curves; one column fewer keeps the table within an A4 page
     columns = ["name", "weights", "params", "frozen_params", "epochs_run", "train_acc", "val_acc", "test_acc",
                "test_loss", "seconds"]
-    # The long description of the weights (source classes, images, epochs) is in the text above the table;
-    # in a column it would squeeze the numbers off a PDF page.
-    short = table["weights"].str.replace(r"^pretrained on .*", "source-task pretraining", regex=True)
-    short = short.str.replace(r"^ImageNet \(.*\)$", "ImageNet", regex=True)
-    view = results_table(table.assign(weights=short), columns)
+    # the short label: the full description of the weights (source classes, images, epochs) is in the text
+    # above the table, and in a column it would squeeze the numbers off a PDF page
+    view = results_table(table.assign(weights=table["weights_label"]), columns)
     return view.rename(columns={"parameters": "trainable", "frozen params": "frozen"})
 
 

@@ -192,6 +192,7 @@ def test_comparison_view_short_weights_percent_and_headers():
         "name": ["r / scratch", "r / frozen", "r / imagenet"],
         "weights": ["random", "pretrained on T-shirt/top, Coat (5,000 images, 2 epochs)",
                     "ImageNet (ResNet18_Weights.IMAGENET1K_V1)"],
+        "weights_label": ["random", "source-task pretraining", "ImageNet"],
         "params": [100, 10, 100], "frozen_params": [0, 90, 0], "epochs_run": [3, 3, 3], "train_acc": [0.9, 0.7, 0.95],
         "val_acc": [0.85, 0.7, 0.9], "val_loss": [0.4, 0.8, 0.3], "test_acc": [0.8456, 0.7, 0.9],
         "test_loss": [0.41234, 0.8, 0.3], "seconds": [10.0, 1.0, 12.0]})
