@@ -29,7 +29,7 @@ from .config import (
     fail,
 )
 from .data import ImageSet, batch_indices, load_splits, select_classes
-from .grid import grid_row
+from .experiment import grid_row
 from .metrics import evaluate
 from .training import History, fit, make_optimizer, predict_logits, progress_enabled, resolve_device, seed_everything
 

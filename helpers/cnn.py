@@ -36,7 +36,7 @@ from .config import (
     fail,
 )
 from .data import ImageSet, subsample
-from .grid import run_grid
+from .experiment import run_grid
 from .models import INITS, build_cnn, init_weights
 from .training import SCHEDULES
 

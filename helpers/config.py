@@ -7,7 +7,8 @@ trains, naming the parameter, the value and what is allowed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -18,18 +19,40 @@ from .training import DEVICES
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_NAMES = ("smoke", "quick", "full")
 
-# Each section's module (helpers.mlp, helpers.cnn, ...) defines PROFILES, what each profile sets when the
-# notebook leaves a parameter as None, and validate(params), its own checks.
-SECTIONS = {"mlp": "helpers.mlp", "cnn": "helpers.cnn", "transfer": "helpers.transfer",
-            "autoencoder": "helpers.autoencoder"}
+
+@dataclass(frozen=True)
+class Section:
+    """What :func:`make_config` needs to know of a report section; each section module registers its own.
+
+    ``parameters`` are the names of the notebook's ``parameters`` cell; ``profiles`` what each profile sets for
+    parameters left as None; ``validate(p)`` the report-level checks (it may fill a grid's default from its
+    shorthands); ``check_run(settings)`` the checks of one training run's settings, applied to the base
+    parameters and to every configuration of each grid in ``grids``; ``run_parameters`` what a grid may vary.
+    """
+
+    name: str
+    parameters: tuple
+    profiles: dict
+    validate: Callable[[dict], None]
+    check_run: Callable[[dict], None]
+    run_parameters: tuple
+    grids: tuple = ("grid",)
 
 
-def section_module(section: str):
-    import importlib
+_REGISTRY: dict[str, Section] = {}
 
-    if section not in SECTIONS:
-        raise ConfigError(f"unknown section {section!r}; allowed: {', '.join(SECTIONS)}")
-    return importlib.import_module(SECTIONS[section])
+
+def register_section(section: Section) -> Section:
+    """Called by each section module at import, so that this module never imports the sections."""
+    _REGISTRY[section.name] = section
+    return section
+
+
+def get_section(name: str) -> Section:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown section {name!r}; allowed: {', '.join(_REGISTRY) or '(none imported)'} "
+                          f"(import helpers.{name} before make_config)")
+    return _REGISTRY[name]
 
 
 class ConfigError(ValueError):
@@ -132,7 +155,7 @@ def check_classes_param(value) -> list[int] | None:
 def apply_profile(section: str, params: dict) -> dict:
     """Fill parameters left as None from the profile's values."""
     check_choice("profile", params.get("profile"), PROFILE_NAMES)
-    defaults = section_module(section).PROFILES[params["profile"]]
+    defaults = get_section(section).profiles[params["profile"]]
     return {**params, **{k: v for k, v in defaults.items() if params.get(k) is None}}
 
 
@@ -142,11 +165,10 @@ def common_checks(p: dict) -> dict:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         fail("seed", seed, "an integer >= 0")
     check_choice("device", p.get("device", "auto"), DEVICES)
-    for key in ("epochs", "batch_size"):
-        if key in p:
-            check_positive(key, p[key], integer=True)
-    if "lr" in p:
-        check_positive("lr", p["lr"])
+    if "repeats" in p:
+        check_positive("repeats", p["repeats"], integer=True)
+    if "evaluate_test" in p:
+        check_choice("evaluate_test", p["evaluate_test"], ("best", "all"))
     if "val_fraction" in p:
         check_fraction("val_fraction", p["val_fraction"])
     if "stratified" in p:
@@ -169,14 +191,49 @@ def resolve_output_dir(output_dir, section: str) -> str:
     return str(Path(output_dir).resolve()) if output_dir else str(PROJECT_ROOT / "reports" / section)
 
 
-def make_config(section: str, **params) -> Config:
-    """Validate a notebook's parameters for ``section`` and return a frozen :class:`Config`."""
-    module = section_module(section)
+def make_config(section: str, namespace: Mapping | None = None, /, **params) -> Config:
+    """Validate a notebook's parameters for ``section`` and return a frozen :class:`Config`.
+
+    ``namespace`` (the notebook's ``globals()``) supplies every parameter the section declares, so a notebook
+    names each parameter once, in its ``parameters`` cell; keyword arguments win over it. Each grid of the
+    section (``grid``, and ``search`` for the CNN) is expanded into ``<grid>_configs`` here, and every
+    configuration is checked before anything trains.
+    """
+    sec = get_section(section)
+    if namespace is not None:
+        missing = [k for k in sec.parameters if k not in namespace and k not in params]
+        if missing:
+            raise ConfigError(f"parameters {', '.join(missing)} are missing; the {section} notebook's parameters "
+                              f"cell defines: {', '.join(sec.parameters)}")
+        params = {**{k: namespace[k] for k in sec.parameters}, **params}
     p = common_checks(apply_profile(section, params))
-    module.validate(p)
+    sec.validate(p)
+    sec.check_run(p)
+    for key in sec.grids:
+        p[f"{key}_configs"] = checked_configs(p, key, sec)
     p["section"] = section
     p["output_dir"] = resolve_output_dir(p.get("output_dir"), section)
     return Config(p)
+
+
+def checked_configs(p: dict, key: str, sec: Section) -> list[dict]:
+    """``p[key]`` expanded into configurations, each checked as a whole run (errors name the configuration)."""
+    from .experiment import GridError, expand_grid
+
+    try:
+        configs = expand_grid(p[key], varying=sec.run_parameters, name=key)
+    except GridError as exc:
+        raise ConfigError(str(exc)) from None
+    out = []
+    for i, config in enumerate(configs, 1):
+        overrides = {k: v for k, v in config.items() if k != "name"}
+        run = {**p, **overrides}
+        try:
+            sec.check_run(run)
+        except ConfigError as exc:
+            raise ConfigError(f"{key} configuration {i} ({config['name']}): {exc}") from None
+        out.append({"name": config["name"], **{k: run[k] for k in overrides}})
+    return out
 
 
 def augment_from(p: dict) -> Augment:
@@ -186,3 +243,31 @@ def augment_from(p: dict) -> Augment:
         return Augment(**{f: p[f"aug_{f}"] for f in fields if f"aug_{f}" in p})
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"parameter aug_{str(exc).removeprefix('augment ')}") from None
+
+
+def check_training(s: dict, *, lr_optional: bool = False) -> None:
+    """Checks of the settings every trained run has (epochs, batch size, optimizer and its numbers, schedule,
+    label smoothing, initialisation); ``lr`` may be None where the section picks one per optimizer."""
+    from .models import check_init
+    from .training import OPTIMIZERS, SCHEDULES
+
+    for key in ("epochs", "batch_size"):
+        if key in s:
+            check_positive(key, s[key], integer=True)
+    if "lr" in s and not (lr_optional and s["lr"] is None):
+        check_positive("lr", s["lr"])
+    if "optimizer" in s:
+        check_choice("optimizer", s["optimizer"], OPTIMIZERS)
+    if "momentum" in s:
+        check_fraction("momentum", s["momentum"], low_open=False)
+    if "weight_decay" in s:
+        check_nonnegative("weight_decay", s["weight_decay"])
+    if "schedule" in s:
+        check_choice("schedule", s["schedule"], SCHEDULES)
+    if "label_smoothing" in s:
+        check_fraction("label_smoothing", s["label_smoothing"], low_open=False)
+    if "init" in s:
+        try:
+            s["init"] = check_init(s["init"])
+        except ValueError as exc:
+            raise ConfigError(f"parameter {exc}") from None

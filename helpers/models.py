@@ -51,19 +51,46 @@ class Patchify(nn.Module):
         return to_patches(x, self.patch_size).flatten(1)
 
 
+class PatchEmbed(nn.Module):
+    """One linear layer shared by every p x p patch (then the activation), the patch codes concatenated.
+
+    Unlike a reordering of the pixels, which an MLP cannot tell from the original order, this changes what
+    the next layers see: each patch is summarised by the same ``features`` learned detectors.
+    """
+
+    def __init__(self, patch_size: int, features: int, *, channels: int = 1, activation: str = "relu"):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Linear(channels * patch_size * patch_size, features)
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, x):
+        from .data import to_patches
+
+        return self.act(self.proj(to_patches(x, self.patch_size))).flatten(1)
+
+
 def build_mlp(*, in_features: int = 784, hidden_sizes: Sequence[int] = (256, 128, 64), num_classes: int = 10,
               activation: str = "tanh", batch_norm: bool = False, dropout: float = 0.0,
-              patch_size: int | None = None, standardize: bool = True) -> nn.Sequential:
+              patch_size: int | None = None, patch_features: int = 16, image_size: int = 28,
+              standardize: bool = True) -> nn.Sequential:
     """Fully connected classifier: [Linear -> BatchNorm? -> activation -> Dropout?] per hidden layer.
 
-    The output layer gives logits; softmax lives in the loss (CrossEntropyLoss), not the model.
+    With ``patch_size`` the image is first cut into p x p patches, each mapped by one shared linear layer to
+    ``patch_features`` values (:class:`PatchEmbed`). The output layer gives logits; softmax lives in the loss
+    (CrossEntropyLoss), not the model.
     """
     _choice("activation", activation, ACTIVATIONS)
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout={dropout!r}: allowed 0 <= dropout < 1")
     layers: list[nn.Module] = [Standardize()] if standardize else []
-    layers.append(Patchify(patch_size) if patch_size else nn.Flatten())
     width = in_features
+    if patch_size:
+        channels = in_features // (image_size * image_size) or 1
+        layers.append(PatchEmbed(patch_size, patch_features, channels=channels, activation=activation))
+        width = (image_size // patch_size) ** 2 * patch_features
+    else:
+        layers.append(nn.Flatten())
     for size in hidden_sizes:
         layers.append(nn.Linear(width, size))
         if batch_norm:
@@ -140,15 +167,42 @@ def build_cnn(*, blocks: Sequence[dict], in_channels: int = 1, image_size: int =
     return nn.Sequential(*body, *head)
 
 
-def init_weights(model: nn.Module, scheme: str = "default", *, layer_types: Sequence[str] = ("linear", "conv"),
-                 std: float = 0.02, seed: int | None = None) -> nn.Module:
+LAYER_KINDS = {"linear": (nn.Linear,), "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d)}
+
+
+def check_init(value, name: str = "init") -> str | dict:
+    """An initialisation: a scheme name for every layer, or ``{layer type: scheme}`` (e.g. ``{linear: normal,
+    conv: he}``, layer types ``linear`` and ``conv``; a type left out keeps PyTorch's default)."""
+    if isinstance(value, str):
+        _choice(name, value, INITS)
+        return value
+    if isinstance(value, dict) and value:
+        for kind, scheme in value.items():
+            _choice(f"{name} layer type", kind, LAYER_KINDS)
+            _choice(f"{name}[{kind!r}]", scheme, INITS)
+        return dict(value)
+    raise ValueError(f"{name}={value!r}: unknown; allowed: one of {', '.join(INITS)}, or a mapping of layer type "
+                     f"({', '.join(LAYER_KINDS)}) to one of them")
+
+
+def init_weights(model: nn.Module, scheme: str | dict = "default", *,
+                 layer_types: Sequence[str] = ("linear", "conv"), std: float = 0.02,
+                 seed: int | None = None) -> nn.Module:
     """Re-initialise weights of the named layer types in place; biases are zeroed.
 
     ``default`` keeps PyTorch's own (Kaiming-uniform) initialisation; ``xavier`` is Glorot uniform,
-    ``he`` Kaiming normal (fan-in, ReLU gain), ``normal`` N(0, std^2).
+    ``he`` Kaiming normal (fan-in, ReLU gain), ``normal`` N(0, std^2). ``scheme`` may also map layer types
+    to schemes, e.g. ``{"linear": "normal", "conv": "he"}``.
     """
+    if isinstance(scheme, dict):
+        check_init(scheme)
+        if seed is not None:
+            torch.manual_seed(seed)
+        for kind, each in scheme.items():
+            init_weights(model, each, layer_types=(kind,), std=std)
+        return model
     _choice("init", scheme, INITS)
-    kinds = {"linear": (nn.Linear,), "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d)}
+    kinds = LAYER_KINDS
     for t in layer_types:
         _choice("layer_types", t, kinds)
     if scheme == "default":

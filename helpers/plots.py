@@ -189,12 +189,13 @@ def plot_grid_results(table, *, x: str = "name", y: str = "val_acc", ax=None, ti
     """Bar chart of one column of a grid table."""
     fig, ax = _ax(ax, figsize=(7, 0.4 * len(table) + 1.2))
     order = table.sort_values(y)
-    ax.barh(order[x].astype(str), order[y], color="C2")
+    err = order[f"{y}_std"] if f"{y}_std" in order else None  # run-to-run spread when there are repeats
+    ax.barh(order[x].astype(str), order[y], color="C2", xerr=err, ecolor="0.3", capsize=3)
     lo = float(order[y].min())
     ax.set_xlim(max(0.0, lo - 0.05), min(1.0, float(order[y].max()) + 0.02))
     for i, v in enumerate(order[y]):
         ax.text(v, i, f" {v:.2%}", va="center", fontsize=8)
-    ax.set_xlabel(y.replace("_", " "))
+    ax.set_xlabel(y.replace("_", " ") + (" (mean ± std over seeds)" if err is not None else ""))
     ax.set_title(title)
     return fig
 
@@ -257,3 +258,18 @@ def save_figure(fig, output_dir: str | Path, name: str) -> None:
     path = Path(output_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
+
+
+def plot_per_class_comparison(per_class: dict, *, ax=None, title: str = "Test accuracy per class and configuration"):
+    """Heatmap of test accuracy: one row per configuration, one column per class (values in percent)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(per_class).T * 100
+    fig, ax = _ax(ax, figsize=(min(1.0 * frame.shape[1] + 3.5, 11), 0.45 * len(frame) + 2))
+    sns.heatmap(frame, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "test accuracy %"}, ax=ax,
+                annot_kws={"fontsize": 7})
+    ax.set_xlabel("class")
+    ax.set_ylabel("configuration")
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=45)
+    return fig

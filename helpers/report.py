@@ -200,7 +200,75 @@ def appendix(env: dict, *, seconds: float, params: dict) -> pd.DataFrame:
     rows = dict(env)
     rows["wall time"] = f"{seconds:.1f} s"
     # one row per parameter: a single joined string would be cut off by pandas' column width
-    rows.update({f"parameter {k}": repr(v) for k, v in params.items()})
+    rows.update({f"parameter {k}": repr(v) for k, v in params.items() if not k.endswith("_configs")})
     frame = pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
     frame.index.name = "item"
     return frame
+
+
+def experiment_observations(result: dict, *, final: dict | None = None, metric: str = "val_acc") -> str:
+    """Every observation on one comparison: the grid's own, each factor's average effect (two or more varied
+    parameters), and, with repeats, whether the leaders differ by more than the run-to-run spread."""
+    from .experiment import spread_observations
+
+    parts = [grid_observations(result["table"], result["histories"], final=final)]
+    if len(result["varied"]) >= 2:
+        parts.append(factor_observations(result["table"], result["varied"], metric=metric))
+    parts.append(spread_observations(result["table"], metric=metric))
+    if result.get("evaluate_test") == "all":
+        parts.append("- **Test accuracy of every configuration** is shown for comparison only: the configuration "
+                     "retrained and reported as the result was still chosen on validation accuracy.")
+    return "\n".join(p for p in parts if p)
+
+
+def build_metrics(*, cfg, data: dict, result: dict | None = None, best: dict | None = None, final: dict | None = None,
+                  latency: dict | None = None, extra: dict | None = None, env: dict, seconds: float) -> dict:
+    """The one layout of every section's ``metrics.json`` (read back with :func:`read_metrics`).
+
+    ``configurations`` has one row per configuration of the section's main comparison with every varied
+    parameter under its own name; ``best`` names the configuration tested and holds its test results.
+    """
+    from .experiment import configuration_records
+
+    payload = {"section": cfg.section, "profile": cfg.profile, "seed": cfg.seed,
+               "parameters": {k: v for k, v in cfg.items() if not k.endswith("_configs")}, "data": data,
+               "repeats": cfg.get("repeats", 1), "evaluate_test": cfg.get("evaluate_test", "best"),
+               "configurations": configuration_records(result) if result else [],
+               "histories": result["histories"] if result else {}}
+    if best is not None:
+        payload["best"] = {"name": best["name"], "config": best,
+                           "retrain_seconds": final.get("seconds") if final else None,
+                           "test": test_summary(final["test"]) if final else None, "latency": latency}
+    payload.update(extra or {})
+    payload.update({"environment": env, "wall_seconds": seconds})
+    return payload
+
+
+def read_metrics(path: str | Path) -> dict:
+    """A section's ``metrics.json`` as written by :func:`build_metrics` (empty dict when there is none)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def grid_summary(configs: list[dict], *, repeats: int = 1, evaluate_test: str = "best", what: str = "The grid") -> str:
+    """One sentence saying what the comparison varies, how many runs it makes and how the test set is used."""
+    from .experiment import varied_parameters
+
+    varied = varied_parameters(configs)
+    runs = len(configs) * repeats
+    text = (f"{what} compares **{len(configs)}** configuration{'s' * (len(configs) != 1)}"
+            + (f" varying {', '.join(f'`{v}`' for v in varied)}" if varied else "")
+            + (f", each trained with {repeats} seeds ({runs} runs)" if repeats > 1 else "") + ". ")
+    text += ("Every configuration is also evaluated on the test set for comparison; the choice of the final model "
+             "still uses validation accuracy only." if evaluate_test == "all" else
+             "The choice uses validation accuracy; only the chosen configuration sees the test set.")
+    return text
+
+
+def data_record(splits: dict, *, cfg, names=("train", "val", "test")) -> dict:
+    """``metrics.json``'s ``data``: where the images came from, split sizes, classes."""
+    train = splits[names[0]]
+    return {"source": str(splits.get("source")), "sizes": split_sizes({k: splits[k] for k in names}),
+            "classes": cfg.get("classes") or list(range(train.num_classes)), "class_names": list(train.class_names)}

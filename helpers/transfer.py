@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from .config import ConfigError, check_choice, check_choices, check_classes_param, check_fraction, check_positive, fail
 from .data import ImageSet, load_splits, select_classes, subsample
-from .grid import grid_row, results_table
+from .experiment import grid_row, results_table
 from .imagefolder import COLORS, load_folder_splits
 from .metrics import evaluate
 from .models import count_parameters
