@@ -1,66 +1,51 @@
-"""The CNN section: a pooling x normalization grid, a stronger CNN tuned by a small search, augmentation,
-initialisation and optimizer choices, and the data behind the activation-map and augmentation figures.
+"""The CNN section: a first comparison (``grid``, default pooling x normalization on the course's small CNN),
+a stronger CNN tuned by a ``search`` of the same form, augmentation on/off, and the data behind the
+activation-map and augmentation figures.
 
-Two architectures:
-
-* the *grid CNN*, the small network of the course exercises: two conv layers (8 then 12 channels, kernels
-  5 and 4, no padding), each followed by a 4x4 pooling window with stride 2, then fully connected layers
-  of 128 and 32 units; pooling (max / avg) and regularization (batch norm / dropout) vary;
-* the *strong CNN* of the headline number: three blocks of 3x3 conv -> batch norm -> ReLU (32, 64 and
-  two 128-channel convs), each ending in 2x2 max pooling and dropout, then one hidden layer
-  (about 0.3M parameters with 64 hidden units).
-
-Both are built in PyTorch's channels-last memory layout, which oneDNN's CPU convolutions run about 1.5x
-faster than the default layout at these sizes (and which costs nothing elsewhere).
+Architectures are data (:mod:`helpers.architecture`): the presets ``course`` (the small network of the course
+exercises) and ``strong`` (three blocks of 3x3 convolutions, the headline model), or any spec of blocks and a
+dense head. ``pool``, ``norm``, ``conv_dropout``, ``dense`` and ``dense_dropout`` override every block (or the
+head) of the stage's architecture, so a grid can vary them without writing out a whole spec.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
+from .architecture import BLOCK_POOLS, ArchitectureError, build_from_spec, check_architecture, with_overrides
 from .augment import Augment
 from .config import (
     ConfigError,
+    Section,
     augment_from,
     check_bool,
     check_choice,
-    check_choices,
     check_fraction,
-    check_nonnegative,
     check_positive,
     check_sizes,
+    check_training,
     fail,
+    register_section,
 )
 from .data import ImageSet, subsample
-from .experiment import run_grid
-from .models import INITS, build_cnn, init_weights
-from .training import SCHEDULES
+from .experiment import run_experiment
+from .models import init_weights
+from .training import fit
 
-POOLINGS = ("max", "avg")
 NORMS = ("batch_norm", "dropout", "none")
-OPTIMIZERS = ("sgd", "adam")
 # Peak learning rates that suit each optimizer with the default one-cycle schedule (Adam's is the
 # usual 1e-3; SGD with momentum tolerates far larger steps on a batch-normalised network).
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
-
-# The course exercise's small network: valid convolutions, overlapping 4x4/2 pooling.
-GRID_BLOCKS = ({"channels": 8, "kernel": 5}, {"channels": 12, "kernel": 4})
-GRID_POOL = {"pool_size": 4, "pool_stride": 2, "padding": 0}
-GRID_HIDDEN = (128, 32)
-# The strong network: 3x3 "same" convolutions, 2x2 max pooling after each block (28 -> 14 -> 7 -> 3).
-STRONG_CHANNELS = (32, 64, 128)
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 
 # What each profile sets for parameters left as None. *_per_class caps the images per class: train/test
-# for the whole run (smoke), grid/search for the training images of the pooling grid and the dropout/hidden
-# search (the validation set stays whole, so the comparisons are measured on the same images).
+# for the whole run (smoke), grid/search for the training images of the first comparison and the search (the
+# validation set stays whole, so the comparisons are measured on the same images).
 # final_augment: full retrains with flips only. Measured here on all 60,000 images (seed 0): the course
 # augmentation (rotation, noise, brightness/contrast, 2-pixel shifts) held the 0.3M-parameter CNN to 92.9%
 # training and 92.62% test accuracy after 30 epochs, while flips alone gave 96.7% training and 93.66% test
-# accuracy in 20 epochs; the pooling grid, the search and the on/off comparison keep the aug_* augmentation.
+# accuracy in 20 epochs; the first comparison, the search and the on/off comparison keep the aug_* augmentation.
 # quick searches the conv dropout only: the best configuration had 128 hidden units in every quick and full
 # search run here, and two fewer runs keep the section under 10 minutes on a 2-core CPU.
 PROFILES = {
@@ -76,13 +61,26 @@ PROFILES = {
 }
 # What the final retraining augments with: the aug_* augmentation of the other runs, flips only, or nothing.
 FINAL_AUGMENTS = ("same", "flip", "none")
+AUG_FIELDS = ("aug_rotation", "aug_noise_std", "aug_hflip", "aug_brightness", "aug_contrast", "aug_crop_padding",
+              "aug_erasing")
+PARAMETERS = ("profile", "seed", "data_dir", "output_dir", "classes", "grid", "poolings", "norms", "search",
+              "conv_dropouts", "head_dropouts", "hidden_sizes", "repeats", "evaluate_test", "architecture",
+              "search_architecture", "pool", "norm", "conv_dropout", "dense", "dense_dropout", "grid_dropout",
+              "optimizer", "lr", "momentum", "weight_decay", "init", "schedule", "label_smoothing", "batch_size",
+              "augment", *AUG_FIELDS, "grid_epochs", "search_epochs", "final_epochs", "final_augment",
+              "grid_per_class", "search_per_class", "val_fraction", "stratified", "train_per_class", "test_per_class",
+              "device", "author_name", "author_id", "course")
+RUN_PARAMETERS = ("architecture", "pool", "norm", "conv_dropout", "dense", "dense_dropout", "grid_dropout", "optimizer",
+                  "lr", "momentum", "weight_decay", "init", "schedule", "label_smoothing", "batch_size", "epochs",
+                  "augment", *AUG_FIELDS)
+# What each comparison's runs take from the report's parameters (the first comparison trains the course CNN for
+# grid_epochs, the search the stronger CNN for search_epochs).
+STAGES = {"grid": {"epochs": "grid_epochs"},
+          "search": {"architecture": "search_architecture", "epochs": "search_epochs"}}
 
 
 def resolve_lr(lr: float | None, optimizer: str) -> float | None:
-    """``lr`` itself, or the optimizer's default peak learning rate (:data:`DEFAULT_LR`) when it is None.
-
-    An unknown optimizer leaves ``lr`` as it is, so that validation names the optimizer, not the rate.
-    """
+    """``lr`` itself, or the optimizer's default peak learning rate (:data:`DEFAULT_LR`) when it is None."""
     if lr is not None:
         return lr
     return DEFAULT_LR.get(optimizer, DEFAULT_LR["sgd"])
@@ -99,43 +97,66 @@ def _check_dropouts(name: str, values) -> list[float]:
     return values
 
 
-def _check_optional_count(name: str, value) -> None:
-    if value is not None:
-        check_positive(name, value, integer=True)
-
-
 def validate(p: dict) -> None:
-    """The CNN notebook's own parameter checks (shared ones are in :mod:`helpers.config`).
+    """Report-level checks; the default ``grid`` is ``poolings`` x ``norms``, the default ``search`` is
+    ``conv_dropouts`` x ``head_dropouts`` x ``hidden_sizes``. Adds ``augmentation`` and ``final_augmentation``
+    (descriptions of the augmentation of the comparisons and of the final retraining)."""
+    from .config import check_choices
 
-    Normalises list parameters in place and adds ``augmentation`` (a description of the
-    :class:`~helpers.augment.Augment` built from the ``aug_*`` values, or ``"none"`` when off).
-    """
-    p["poolings"] = check_choices("poolings", p["poolings"], POOLINGS)
-    p["norms"] = check_choices("norms", p["norms"], NORMS)
-    check_choice("optimizer", p["optimizer"], OPTIMIZERS)
-    check_choice("init", p["init"], INITS)
-    check_choice("schedule", p["schedule"], SCHEDULES)
-    check_fraction("momentum", p["momentum"], low_open=False)
-    check_nonnegative("weight_decay", p["weight_decay"])
-    check_fraction("label_smoothing", p["label_smoothing"], low_open=False)
-    check_fraction("grid_dropout", p["grid_dropout"], low_open=False)
+    if p["grid"] is None:
+        p["poolings"] = check_choices("poolings", p["poolings"], tuple(b for b in BLOCK_POOLS if b != "none"))
+        p["norms"] = check_choices("norms", p["norms"], NORMS)
+        p["grid"] = {"pool": p["poolings"], "norm": p["norms"]}
+    if p["search"] is None:
+        conv = _check_dropouts("conv_dropouts", p["conv_dropouts"])
+        head = _check_dropouts("head_dropouts", p["head_dropouts"])
+        hidden = check_sizes("hidden_sizes", p["hidden_sizes"])
+        if len(set(hidden)) != len(hidden):
+            fail("hidden_sizes", hidden, "each size at most once")
+        p["search"] = {"conv_dropout": conv, "dense_dropout": head, "dense": [[h] for h in hidden]}
     for key in ("grid_epochs", "search_epochs", "final_epochs"):
         check_positive(key, p[key], integer=True)
     for key in ("grid_per_class", "search_per_class"):
-        _check_optional_count(key, p.get(key))
-    p["conv_dropouts"] = _check_dropouts("conv_dropouts", p["conv_dropouts"])
-    p["head_dropouts"] = _check_dropouts("head_dropouts", p["head_dropouts"])
-    p["hidden_sizes"] = check_sizes("hidden_sizes", p["hidden_sizes"])
-    if len(set(p["hidden_sizes"])) != len(p["hidden_sizes"]):
-        fail("hidden_sizes", p["hidden_sizes"], "each size at most once")
-    check_bool("augment", p["augment"])
-    aug = augment_from(p)  # raises ConfigError naming the aug_* parameter
-    if p["augment"] and not aug.active:
+        if p.get(key) is not None:
+            check_positive(key, p[key], integer=True)
+    check_architecture(p["search_architecture"], name="search_architecture")
+    aug = augment_from(p)
+    final = final_augmentation(p["final_augment"], aug, use_augment=p["augment"])  # checks final_augment
+    p["augmentation"] = aug.describe() if p["augment"] else "none"
+    p["final_augmentation"] = final.describe() if final is not None else "none"
+
+
+def check_run(s: dict) -> None:
+    """The settings of one CNN run: training settings, architecture (with its overrides), augmentation."""
+    check_training(s, lr_optional=True)
+    if s.get("pool") is not None:
+        check_choice("pool", s["pool"], BLOCK_POOLS)
+    if s.get("norm") is not None:
+        check_choice("norm", s["norm"], NORMS)
+    for key in ("conv_dropout", "dense_dropout", "grid_dropout"):
+        if s.get(key) is not None:
+            check_fraction(key, s[key], low_open=False)
+    if s.get("dense") is not None:
+        s["dense"] = check_sizes("dense", s["dense"] if isinstance(s["dense"], list) else [s["dense"]],
+                                 allow_empty=True)
+    try:
+        check_architecture(run_architecture(s))
+    except ArchitectureError as exc:
+        raise ConfigError(f"parameter {exc}") from None
+    check_bool("augment", s["augment"])
+    aug = augment_from(s)  # raises ConfigError naming the aug_* parameter
+    if s["augment"] and not aug.active:
         raise ConfigError("parameter augment=True is not allowed with every aug_* value off; "
                           "allowed: augment=False, or at least one aug_* value set")
-    p["augmentation"] = aug.describe() if p["augment"] else "none"
-    final = final_augmentation(p["final_augment"], aug, use_augment=p["augment"])  # checks final_augment
-    p["final_augmentation"] = final.describe() if final is not None else "none"
+
+
+SECTION = register_section(Section("cnn", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
+                                   grids=("grid", "search"), stages=STAGES))
+
+
+def stage_base(cfg, stage: str) -> dict:
+    """The base settings of a comparison's runs: the report's parameters with the stage's architecture and epochs."""
+    return {**cfg, **{k: cfg[src] for k, src in STAGES[stage].items()}}
 
 
 def final_augmentation(choice: str, augment: Augment, *, use_augment: bool) -> Augment | None:
@@ -147,126 +168,70 @@ def final_augmentation(choice: str, augment: Augment, *, use_augment: bool) -> A
     return augment if choice == "same" and use_augment and augment.active else None
 
 
-# --- models -----------------------------------------------------------------------------------------
+# --- one run --------------------------------------------------------------------------------------------
 
 
-def to_channels_last(model: nn.Module) -> nn.Module:
-    """Store the model's 4-d weights channels-last; convolutions then produce channels-last outputs.
+def run_architecture(s: dict) -> dict:
+    """The architecture spec of one run's settings, its overrides applied. ``norm="dropout"`` means no batch
+    norm and dropout (``conv_dropout``, else ``grid_dropout``) after every block and in the head."""
+    dropout_norm = s.get("norm") == "dropout"
+    rate = s.get("grid_dropout", 0.2)
+    conv_dropout = s.get("conv_dropout")
+    dense_dropout = s.get("dense_dropout")
+    if dropout_norm:
+        conv_dropout = rate if conv_dropout is None else conv_dropout
+        dense_dropout = rate if dense_dropout is None else dense_dropout
+    elif s.get("norm") is not None and conv_dropout is None:
+        conv_dropout = 0.0  # batch_norm / none in the first comparison: no dropout, as in the course exercise
+        dense_dropout = 0.0 if dense_dropout is None else dense_dropout
+    return with_overrides(check_architecture(s["architecture"]), pool=s.get("pool"), norm=s.get("norm"),
+                          conv_dropout=conv_dropout, dense=s.get("dense"), dense_dropout=dense_dropout)
 
-    Single-channel NCHW images already satisfy the channels-last layout, so the data pipeline needs no change.
-    """
-    return model.to(memory_format=torch.channels_last)
 
-
-def build_grid_cnn(*, pool: str = "max", norm: str = "batch_norm", num_classes: int = 10, dropout: float = 0.2,
-                   init: str = "default", seed: int | None = None) -> nn.Sequential:
-    """The small exercise CNN with one pooling and one regularization choice.
-
-    Parameters
-    ----------
-    pool : {"max", "avg"}
-        Pooling of both conv blocks (4x4 window, stride 2).
-    norm : {"batch_norm", "dropout", "none"}
-        ``batch_norm`` after each convolution, or ``dropout`` (channel dropout after each block and
-        ordinary dropout in the head, rate ``dropout``), or neither.
-    num_classes : int
-        Output logits.
-    dropout : float
-        Dropout rate of the ``dropout`` variant.
-    init : {"default", "xavier", "he", "normal"}
-        Weight initialisation (:func:`helpers.models.init_weights`).
-    seed : int, optional
-        Seeds the initial weights, so every configuration of a grid starts from a repeatable draw.
-
-    Returns
-    -------
-    torch.nn.Sequential
-        The model, channels-last.
-    """
-    check_choice("pool", pool, POOLINGS)
-    check_choice("norm", norm, NORMS)
+def build_model(s: dict, *, num_classes: int, seed: int | None = None) -> nn.Sequential:
+    """The CNN of one run's settings (channels-last), its initial weights drawn from ``seed``."""
     if seed is not None:
         torch.manual_seed(seed)
-    rate = dropout if norm == "dropout" else 0.0
-    model = build_cnn(blocks=[dict(b) for b in GRID_BLOCKS], num_classes=num_classes, hidden_sizes=GRID_HIDDEN,
-                      head_dropout=rate, pool=pool, batch_norm=norm == "batch_norm", dropout=rate, **GRID_POOL)
-    return to_channels_last(init_weights(model, init, seed=seed))
+    return init_weights(build_from_spec(run_architecture(s), num_classes=num_classes), s["init"])
 
 
-def build_strong_cnn(*, num_classes: int = 10, conv_dropout: float = 0.1, head_dropout: float = 0.3,
-                     hidden_size: int = 64, pool: str = "max", channels: Sequence[int] = STRONG_CHANNELS,
-                     init: str = "default", seed: int | None = None) -> nn.Sequential:
-    """The three-block CNN of the headline result.
+def run_augmentation(s: dict) -> Augment | None:
+    """The augmentation of one run: ``s["augment_with"]`` when present (the final retraining's, None for none),
+    else the aug_* values when ``augment`` is on."""
+    if "augment_with" in s:
+        return s["augment_with"]
+    aug = augment_from(s)
+    return aug if s["augment"] and aug.active else None
 
-    Blocks are ``[3x3 conv -> batch norm -> ReLU] x n -> 2x2 pool -> channel dropout``, with one conv in the
-    first two blocks and two in the last (as in the best course report), then ``Linear(hidden_size) -> ReLU
-    -> Dropout -> Linear(num_classes)``. With the default channels and 64 hidden units: 315,050 parameters.
 
-    Parameters
-    ----------
-    num_classes : int
-        Output logits.
-    conv_dropout, head_dropout : float
-        Dropout after each conv block (whole channels) and after the hidden layer.
-    hidden_size : int
-        Units of the hidden fully connected layer.
-    pool : {"max", "avg"}
-        Pooling after each block.
-    channels : sequence of int
-        Channels of the blocks; the last block has two convolutions.
-    init : {"default", "xavier", "he", "normal"}
-        Weight initialisation (:func:`helpers.models.init_weights`).
-    seed : int, optional
-        Seeds the initial weights.
+def train_one(s: dict, *, train: ImageSet, val: ImageSet | None, seed: int, desc: str = "cnn") -> dict:
+    """Train one CNN run from its settings: ``{"model", "history"}`` (the engine's ``train_one``)."""
+    model = build_model(s, num_classes=train.num_classes, seed=seed)
+    history = fit(model, train, val, num_epochs=s["epochs"], batch_size=s["batch_size"], optimizer=s["optimizer"],
+                  lr=resolve_lr(s["lr"], s["optimizer"]), momentum=s["momentum"],
+                  nesterov=s["optimizer"] == "sgd" and s["momentum"] > 0, weight_decay=s["weight_decay"],
+                  schedule=s["schedule"], label_smoothing=s["label_smoothing"], augment=run_augmentation(s),
+                  seed=seed, device=s["device"], desc=desc)
+    return {"model": model, "history": history}
 
-    Returns
-    -------
-    torch.nn.Sequential
-        The model, channels-last.
+
+def compare_augmentation(config: dict, search_result: dict, *, base: dict, train: ImageSet, val: ImageSet,
+                         repeats: int = 1, seed: int = 0, device="auto") -> dict:
+    """``config`` trained with augmentation on and off: ``{"table", "histories"}``.
+
+    The search (``search_result``, from :func:`helpers.experiment.run_experiment` on the same ``train``, ``val``
+    and ``base``) already trained ``config`` with the run's setting, and a seeded run repeats exactly, so only
+    the other setting is trained here; its row and history are reused.
     """
-    check_choice("pool", pool, POOLINGS)
-    if seed is not None:
-        torch.manual_seed(seed)
-    blocks = [{"channels": c} for c in channels]
-    blocks[-1]["convs"] = 2
-    model = build_cnn(blocks=blocks, num_classes=num_classes, hidden_sizes=(hidden_size,), head_dropout=head_dropout,
-                      kernel=3, pool=pool, pool_size=2, batch_norm=True, dropout=conv_dropout)
-    return to_channels_last(init_weights(model, init, seed=seed))
-
-
-def grid_configs(*, poolings: Sequence[str], norms: Sequence[str]) -> list[dict]:
-    """One configuration per (pooling, regularization), named like ``max + batch_norm``."""
-    return [{"name": f"{pool} + {norm}", "pool": pool, "norm": norm} for pool in poolings for norm in norms]
-
-
-def search_configs(*, conv_dropouts: Sequence[float], head_dropouts: Sequence[float],
-                   hidden_sizes: Sequence[int]) -> list[dict]:
-    """The strong CNN's dropout x hidden-size search, named like ``drop 0.1/0.3, fc 64``."""
-    return [{"name": f"drop {cd:g}/{hd:g}, fc {h}", "conv_dropout": cd, "head_dropout": hd, "hidden_size": h}
-            for cd in conv_dropouts for hd in head_dropouts for h in hidden_sizes]
-
-
-def augmentation_configs(config: dict) -> list[dict]:
-    """``config`` with augmentation on and off (the ``augment`` key overrides the run's setting)."""
-    return [{**config, "name": f"{config['name']} + augmentation", "augment": True},
-            {**config, "name": f"{config['name']}, no augmentation", "augment": False}]
-
-
-def compare_augmentation(config: dict, search_result: dict, *, use_augment: bool, build_model, train: ImageSet,
-                         val: ImageSet, fit_kwargs, seed: int = 0, device="auto") -> dict:
-    """``config`` trained with augmentation on and off: ``{"table", "histories"}`` as :func:`helpers.grid.run_grid`.
-
-    The search (``search_result``, from :func:`helpers.grid.run_grid` on the same ``train``, ``val`` and
-    ``fit_kwargs``) already trained ``config`` with the run's setting (``use_augment``), and a seeded run
-    repeats exactly, so only the other setting is trained here; its row and history are reused.
-    """
-    on, off = augmentation_configs(config)
-    done, todo = (on, off) if use_augment else (off, on)
-    other = run_grid([todo], build_model=build_model, train=train, val=val, fit_kwargs=fit_kwargs, seed=seed,
-                     device=device)
+    use = bool({**base, **config}["augment"])
+    on = {**config, "name": f"{config['name']} + augmentation", "augment": True}
+    off = {**config, "name": f"{config['name']}, no augmentation", "augment": False}
+    done, todo = (on, off) if use else (off, on)
+    other = run_experiment([todo], base=base, train_one=train_one, train=train, val=val, repeats=repeats, seed=seed,
+                           device=device)
     table = search_result["table"]
     reused = table[table["name"] == config["name"]].assign(name=done["name"], augment=done["augment"])
-    merged = pd.concat([reused, other["table"]], ignore_index=True)
+    merged = pd.concat([reused, other["table"].assign(augment=todo["augment"])], ignore_index=True)
     merged = merged.sort_values("val_acc", ascending=False, na_position="last").reset_index(drop=True)
     histories = {done["name"]: search_result["histories"][config["name"]], todo["name"]: other["histories"][todo["name"]]}
     return {"table": merged, "histories": histories}
@@ -286,49 +251,6 @@ def augmentation_observations(table: pd.DataFrame) -> str:
              "off" + (": the augmented images are harder to fit, which is how augmentation holds back overfitting."
                       if on["train_acc"] < off["train_acc"] else ".")]
     return "\n".join(lines)
-
-
-def make_grid_builder(*, num_classes: int, dropout: float = 0.2, init: str = "default", seed: int | None = None):
-    """A ``build_model(config)`` for :func:`helpers.grid.run_grid` over :func:`grid_configs`."""
-    def build(config: dict) -> nn.Sequential:
-        return build_grid_cnn(pool=config["pool"], norm=config["norm"], num_classes=num_classes, dropout=dropout,
-                              init=init, seed=seed)
-    return build
-
-
-def make_strong_builder(*, num_classes: int, init: str = "default", seed: int | None = None):
-    """A ``build_model(config)`` for :func:`helpers.grid.run_grid` over :func:`search_configs`."""
-    def build(config: dict) -> nn.Sequential:
-        return build_strong_cnn(num_classes=num_classes, conv_dropout=config["conv_dropout"],
-                                head_dropout=config["head_dropout"], hidden_size=config["hidden_size"], init=init,
-                                seed=seed)
-    return build
-
-
-def make_fit_kwargs(*, epochs: int, batch_size: int, optimizer: str, lr: float, augment: Augment | None = None,
-                    use_augment: bool = True, momentum: float = 0.9, weight_decay: float = 0.0,
-                    schedule: str = "onecycle", label_smoothing: float = 0.0):
-    """A ``fit_kwargs(config)`` for :func:`helpers.grid.run_grid` and :func:`helpers.grid.retrain_and_test`.
-
-    Parameters
-    ----------
-    augment : Augment, optional
-        The augmentation used when it is on.
-    use_augment : bool
-        Whether configurations train with ``augment`` (when one is given); a configuration's own ``augment``
-        key (see :func:`augmentation_configs`) overrides it, and asking for augmentation without one is an error.
-    optimizer, lr, momentum, weight_decay, schedule, label_smoothing, epochs, batch_size
-        As in :func:`helpers.training.fit`; SGD uses Nesterov momentum.
-    """
-    def kwargs(config: dict) -> dict:
-        use = config.get("augment", use_augment and augment is not None and augment.active)
-        if use and (augment is None or not augment.active):
-            raise ValueError(f"{config['name']}: augmentation asked for but no augmentation is set")
-        return {"num_epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
-                "momentum": momentum, "nesterov": optimizer == "sgd" and momentum > 0,
-                "weight_decay": weight_decay, "schedule": schedule, "label_smoothing": label_smoothing,
-                "augment": augment if use else None}
-    return kwargs
 
 
 # --- data behind figures --------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class Section:
     check_run: Callable[[dict], None]
     run_parameters: tuple
     grids: tuple = ("grid",)
+    stages: dict | None = None  # grid -> {run setting: report parameter it comes from}, e.g. epochs <- grid_epochs
 
 
 _REGISTRY: dict[str, Section] = {}
@@ -208,7 +209,8 @@ def make_config(section: str, namespace: Mapping | None = None, /, **params) -> 
         params = {**{k: namespace[k] for k in sec.parameters}, **params}
     p = common_checks(apply_profile(section, params))
     sec.validate(p)
-    sec.check_run(p)
+    if not sec.stages:
+        sec.check_run(p)
     for key in sec.grids:
         p[f"{key}_configs"] = checked_configs(p, key, sec)
     p["section"] = section
@@ -227,7 +229,7 @@ def checked_configs(p: dict, key: str, sec: Section) -> list[dict]:
     out = []
     for i, config in enumerate(configs, 1):
         overrides = {k: v for k, v in config.items() if k != "name"}
-        run = {**p, **overrides}
+        run = {**p, **{k: p[src] for k, src in (sec.stages or {}).get(key, {}).items()}, **overrides}
         try:
             sec.check_run(run)
         except ConfigError as exc:

@@ -38,6 +38,8 @@ class GridError(ValueError):
 
 def _label(value) -> str:
     """A short text for a parameter value in a configuration's name or a table cell."""
+    if value is None:
+        return "default"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):
