@@ -19,6 +19,7 @@ from torch import nn
 
 from .augment import gaussian_noise
 from .config import (
+    Section,
     check_bool,
     check_choice,
     check_classes_param,
@@ -26,12 +27,15 @@ from .config import (
     check_nonnegative,
     check_positive,
     check_sizes,
+    check_training,
     fail,
+    register_section,
 )
-from .data import ImageSet, batch_indices, load_splits, select_classes
-from .experiment import grid_row
+from .data import ImageSet, load_splits, select_classes
+from .experiment import run_row
 from .metrics import evaluate
-from .training import History, fit, make_optimizer, predict_logits, progress_enabled, resolve_device, seed_everything
+from .models import init_weights
+from .training import History, fit, predict_logits
 
 KINDS = ("mlp", "conv")
 ENCODER_MODES = ("finetune", "frozen")
@@ -44,30 +48,48 @@ PROFILES = {
     "full": {"epochs": 20, "classifier_epochs": 10, "epoch_options": [2, 10, 30], "train_per_class": None,
              "test_per_class": None, "tsne_samples": 2000},
 }
+PARAMETERS = ("profile", "seed", "data_dir", "output_dir", "grid", "architectures", "repeats", "evaluate_test", "kind",
+              "hidden_sizes", "bottleneck", "noise_std", "epochs", "classifier_epochs", "batch_size", "lr", "optimizer",
+              "init", "classes", "ae_classes", "encoder", "classifier_hidden", "classifier_dropout", "compare",
+              "epoch_options", "tsne_samples", "val_fraction", "stratified", "train_per_class", "test_per_class",
+              "cnn_metrics", "device", "author_name", "author_id", "course")
+RUN_PARAMETERS = ("kind", "hidden_sizes", "bottleneck", "noise_std", "epochs", "classifier_epochs", "batch_size", "lr",
+                  "optimizer", "init", "encoder", "classifier_hidden", "classifier_dropout")
 
 
 def validate(p: dict) -> None:
-    """The autoencoder notebook's own parameter checks (shared ones are in :mod:`helpers.config`)."""
-    check_choice("kind", p["kind"], KINDS)
-    p["hidden_sizes"] = check_sizes("hidden_sizes", p["hidden_sizes"])
-    check_positive("bottleneck", p["bottleneck"], integer=True)
-    check_nonnegative("noise_std", p["noise_std"])
-    check_positive("classifier_epochs", p["classifier_epochs"], integer=True)
-    check_choice("encoder", p["encoder"], ENCODER_MODES)
-    p["classifier_hidden"] = check_sizes("classifier_hidden", p["classifier_hidden"], allow_empty=True)
-    check_fraction("classifier_dropout", p["classifier_dropout"], low_open=False)
+    """Report-level checks; the default ``grid`` is one configuration per entry of ``architectures``."""
     p["ae_classes"] = check_classes_param(p["ae_classes"])
     if p["ae_classes"] is not None and not set(p["classes"] or range(10)) <= set(p["ae_classes"]):
         fail("ae_classes", p["ae_classes"], f"None or a list that contains every one of classes={p['classes']!r}")
-    archs = p["architectures"]
-    if not isinstance(archs, dict):
-        fail("architectures", archs, 'a dict of name -> sizes, e.g. {"thin": [128, 32], "thick": [600, 550, 512]}')
-    p["architectures"] = {str(k): check_sizes(f"architectures[{k!r}]", v) for k, v in archs.items()}  # last: code
+    if p["grid"] is None:
+        archs = p["architectures"]
+        if not isinstance(archs, dict) or not archs:
+            fail("architectures", archs, 'a dict of name -> sizes, e.g. {"thin": [128, 32], "thick": [600, 550, 512]}')
+        sizes = {str(k): check_sizes(f"architectures[{k!r}]", v) for k, v in archs.items()}  # the last is the code
+        p["architectures"] = sizes
+        p["grid"] = [{"name": k, "hidden_sizes": v[:-1], "bottleneck": v[-1]} for k, v in sizes.items()]
     p["epoch_options"] = check_sizes("epoch_options", p["epoch_options"], allow_empty=True)
     check_positive("tsne_samples", p["tsne_samples"], integer=True)
     check_bool("compare", p["compare"])
     if p["cnn_metrics"] is not None and not isinstance(p["cnn_metrics"], str):
         fail("cnn_metrics", p["cnn_metrics"], "None or the path of the CNN report's metrics.json")
+
+
+def check_run(s: dict) -> None:
+    """The settings of one autoencoder + classifier run."""
+    check_training(s)
+    check_choice("kind", s["kind"], KINDS)
+    s["hidden_sizes"] = check_sizes("hidden_sizes", s["hidden_sizes"], allow_empty=s["kind"] == "mlp")
+    check_positive("bottleneck", s["bottleneck"], integer=True)
+    check_nonnegative("noise_std", s["noise_std"])
+    check_positive("classifier_epochs", s["classifier_epochs"], integer=True)
+    check_choice("encoder", s["encoder"], ENCODER_MODES)
+    s["classifier_hidden"] = check_sizes("classifier_hidden", s["classifier_hidden"], allow_empty=True)
+    check_fraction("classifier_dropout", s["classifier_dropout"], low_open=False)
+
+
+SECTION = register_section(Section("autoencoder", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS))
 
 
 def load_data(*, data_dir=None, classes=None, ae_classes=None, val_fraction: float = 0.15, stratified: bool = True,
@@ -154,46 +176,39 @@ def add_noise(X: torch.Tensor, std: float, *, seed: int | None = None, generator
     return gaussian_noise(X, std=std, generator=generator)
 
 
+class Denoising:
+    """The autoencoder's task for :func:`helpers.training.fit`: rebuild each clean batch from a noisy copy (MSE).
+
+    Fresh noise is drawn for every training batch; the validation images get one fixed noisy copy (from
+    ``seed``), so validation losses of different epochs compare like with like. No accuracy.
+    """
+
+    def __init__(self, noise_std: float, *, seed: int = 0):
+        self.noise_std, self.seed, self._fixed = noise_std, seed, {}
+
+    def batch(self, xb, yb, generator):
+        return add_noise(xb, self.noise_std, generator=generator), xb
+
+    def loss(self, out, target):
+        return nn.functional.mse_loss(out, target)
+
+    def correct(self, out, target):
+        return None
+
+    def evaluate(self, model, data: ImageSet, *, device) -> tuple[float, None]:
+        if id(data) not in self._fixed:
+            self._fixed[id(data)] = (data, add_noise(data.X, self.noise_std, seed=self.seed))
+        noisy = self._fixed[id(data)][1]
+        return nn.functional.mse_loss(predict_logits(model, noisy, device=device), data.X).item(), None
+
+
 def fit_autoencoder(model: AutoEncoder, train: ImageSet, val: ImageSet | None = None, *, num_epochs: int,
                     batch_size: int = 100, lr: float = 1e-3, optimizer: str = "adam", noise_std: float = 0.3,
                     seed: int = 0, device="auto", progress: bool | None = None, desc: str = "autoencoder") -> History:
-    """Train ``model`` to rebuild clean images from noisy ones (MSE); return the per-epoch history.
-
-    Fresh noise is drawn for every training batch; the validation images get one fixed noisy copy, so
-    validation losses of different epochs compare like with like.
-    """
-    from tqdm.auto import tqdm
-
-    device = resolve_device(device)
-    seed_everything(seed)
-    model.to(device)
-    opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr=lr)
-    gen = torch.Generator().manual_seed(seed)  # shuffling
-    noise_gen = torch.Generator(device=device).manual_seed(seed + 2) if device.type == "cuda" else gen
-    X = train.X.to(device)
-    noisy_val = add_noise(val.X, noise_std, seed=seed + 1) if val is not None and len(val) else None
-    history = History()
-    show = progress_enabled() if progress is None else progress
-    for epoch in tqdm(range(1, num_epochs + 1), desc=desc, disable=not show, leave=False, unit="epoch"):
-        model.train()
-        t0, total = time.perf_counter(), 0.0
-        for idx in batch_indices(len(train), batch_size=batch_size, shuffle=True, generator=gen):
-            clean = X[idx.to(device)]
-            loss = nn.functional.mse_loss(model(add_noise(clean, noise_std, generator=noise_gen)), clean)
-            if not torch.isfinite(loss):
-                history.stop_reason = f"non-finite loss ({loss.item()}) at epoch {epoch}"
-                return history
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        row = {"epoch": epoch, "train_loss": total / len(train), "val_loss": None, "lr": opt.param_groups[0]["lr"]}
-        if noisy_val is not None:
-            recon = predict_logits(model, noisy_val, device=device)
-            row["val_loss"] = nn.functional.mse_loss(recon, val.X).item()
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-    return history
+    """Train ``model`` to rebuild clean images from noisy ones with :func:`helpers.training.fit` and the
+    :class:`Denoising` task; the history's losses are MSE per pixel (no accuracies)."""
+    return fit(model, train, val, num_epochs=num_epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
+               device=device, progress=progress, desc=desc, task=Denoising(noise_std, seed=seed + 1))
 
 
 def reconstruct(model: AutoEncoder, X: torch.Tensor, *, noise_std: float, seed: int = 0, device="auto"):
@@ -277,54 +292,48 @@ def train_classifier(ae: AutoEncoder, train: ImageSet, val: ImageSet, test: Imag
     return {"model": model, "history": history, "test": evaluate(model, test, device=device), "seconds": seconds}
 
 
-def run_pipeline(name: str, *, kind: str, sizes, ae_train: ImageSet, ae_val: ImageSet, train: ImageSet,
-                 val: ImageSet, test: ImageSet, epochs: int, classifier_epochs: int, noise_std: float,
-                 batch_size: int = 100, lr: float = 1e-3, encoder: str = "finetune", classifier_hidden=(),
-                 classifier_dropout: float = 0.0, seed: int = 0, device="auto") -> dict:
-    """Autoencoder with ``sizes`` (hidden layers, then the bottleneck), then its encoder + classifier.
-
-    Returns ``{"ae", "ae_history", "classifier", "row"}``; ``row`` is the comparison table's row.
-    """
-    torch.manual_seed(seed)
-    ae = build_autoencoder(kind, hidden_sizes=sizes[:-1], bottleneck=sizes[-1], image_size=ae_train.X.shape[-1],
-                           channels=ae_train.X.shape[1])
-    start = time.perf_counter()
-    ae_history = fit_autoencoder(ae, ae_train, ae_val, num_epochs=epochs, batch_size=batch_size, lr=lr,
-                                 noise_std=noise_std, seed=seed, device=device, desc=f"{name} autoencoder")
-    ae_seconds = time.perf_counter() - start
-    clf = train_classifier(ae, train, val, test, num_epochs=classifier_epochs, encoder=encoder,
-                           hidden_sizes=classifier_hidden, dropout=classifier_dropout, batch_size=batch_size, lr=lr,
-                           seed=seed, device=device, desc=f"{name} classifier")
-    return pipeline_result(name, sizes=sizes, ae=ae, ae_history=ae_history, classifier=clf, ae_seconds=ae_seconds)
+_RUNS: dict = {}  # (settings, seed, data) -> result: the main run and its twin in the grid are trained once
 
 
-def pipeline_result(name: str, *, sizes, ae: AutoEncoder, ae_history: History, classifier: dict,
-                    ae_seconds: float | None = None) -> dict:
-    """The result dict of :func:`run_pipeline` for an autoencoder and classifier trained already."""
-    last = classifier["history"][-1]
-    ae_seconds = ae_history.seconds if ae_seconds is None else ae_seconds
-    row = {"name": name, "sizes": "-".join(map(str, sizes)), "ae_params": sum(p.numel() for p in ae.parameters()),
-           "ae_train_mse": ae_history[-1]["train_loss"], "ae_val_mse": ae_history[-1]["val_loss"],
-           "clf_train_acc": last["train_acc"], "clf_val_acc": last["val_acc"], "clf_val_loss": last["val_loss"],
-           "test_acc": classifier["test"]["accuracy"], "seconds": ae_seconds + classifier["seconds"]}
-    return {"ae": ae, "ae_history": ae_history, "classifier": classifier, "row": row}
+def make_train_one(ae_sets: dict, test: ImageSet):
+    """The engine's ``train_one`` for this section: an autoencoder on ``ae_sets`` (train/val), then a classifier
+    on its encoder trained on the engine's ``train``/``val`` and tested on ``test``. The classifier is the run's
+    ``model`` and ``history``; the autoencoder, its history and its reconstruction numbers come along."""
+    def train_one(s: dict, *, train: ImageSet, val: ImageSet | None, seed: int, desc: str = "autoencoder") -> dict:
+        key = (repr(sorted((k, repr(s[k])) for k in RUN_PARAMETERS)), seed, id(train), id(val), id(ae_sets["train"]))
+        if key in _RUNS:
+            return _RUNS[key]
+        torch.manual_seed(seed)
+        ae = build_autoencoder(s["kind"], hidden_sizes=s["hidden_sizes"], bottleneck=s["bottleneck"],
+                               image_size=train.X.shape[-1], channels=train.X.shape[1])
+        init_weights(ae, s["init"])
+        start = time.perf_counter()
+        ae_history = fit_autoencoder(ae, ae_sets["train"], ae_sets["val"], num_epochs=s["epochs"],
+                                     batch_size=s["batch_size"], lr=s["lr"], optimizer=s["optimizer"],
+                                     noise_std=s["noise_std"], seed=seed, device=s["device"], desc=f"{desc} autoencoder")
+        ae_seconds = time.perf_counter() - start
+        clf = train_classifier(ae, train, val, test, num_epochs=s["classifier_epochs"], encoder=s["encoder"],
+                               hidden_sizes=s["classifier_hidden"], dropout=s["classifier_dropout"],
+                               batch_size=s["batch_size"], lr=s["lr"], seed=seed, device=s["device"],
+                               desc=f"{desc} classifier")
+        last = ae_history[-1] if ae_history else {}
+        out = {"model": clf["model"], "history": clf["history"], "ae": ae, "ae_history": ae_history, "classifier": clf,
+               "row": {"ae_params": sum(p.numel() for p in ae.parameters()), "ae_train_mse": last.get("train_loss"),
+                       "ae_val_mse": last.get("val_loss"), "ae_seconds": ae_seconds}}
+        _RUNS[key] = out
+        return out
+    return train_one
 
 
-def architecture_view(table):
-    """The architecture comparison for display: accuracies in percent, readable headers."""
-    view = table.copy()
-    for col in ("clf_train_acc", "clf_val_acc", "test_acc"):
-        view[col] = (view[col] * 100).round(2)
-    for col in ("ae_train_mse", "ae_val_mse", "clf_val_loss"):
-        view[col] = view[col].round(4)
-    view["seconds"] = view["seconds"].round(1)
-    return view.rename(columns={"ae_params": "AE parameters", "ae_train_mse": "AE train MSE", "ae_val_mse": "AE val MSE",
-                                "clf_train_acc": "clf train acc %", "clf_val_acc": "clf val acc %",
-                                "clf_val_loss": "clf val loss", "test_acc": "test acc %"})
+def architecture_columns() -> list[str]:
+    """The comparison table's result columns (classifier accuracy, autoencoder MSE, test where evaluated)."""
+    return ["params", "ae_params", "ae_train_mse", "ae_val_mse", "train_acc", "val_loss", "val_acc", "test_acc",
+            "best_epoch", "seconds", "status"]
+
 
 def classifier_row(name: str, result: dict) -> dict:
-    """A table row for a :func:`train_classifier` result (the columns of :func:`helpers.grid.grid_row`, plus test)."""
-    row = grid_row({"name": name}, result["history"], result["model"], result["seconds"])
+    """A table row for a :func:`train_classifier` result (:func:`helpers.experiment.run_row`, plus test)."""
+    row = {"name": name, **run_row(result["history"], seconds=result["seconds"])}
     row.update({"test_acc": result["test"]["accuracy"], "test_loss": result["test"]["loss"]})
     return row
 
@@ -377,14 +386,14 @@ def observations(*, ae_history: History, recon: dict, classifier: dict, arch_tab
         lines.append(f"- **Most confused:** {top['true']} taken for {top['predicted']} {top['count']} times; hardest "
                      f"class {pc.iloc[0]['class']} ({pc.iloc[0]['accuracy']:.1%}), easiest {pc.iloc[-1]['class']} "
                      f"({pc.iloc[-1]['accuracy']:.1%}).")
-    if arch_table is not None and len(arch_table) > 1:
-        a = arch_table.set_index("name")
-        best, mse = a["test_acc"].idxmax(), a["ae_val_mse"].idxmin()
-        gap = (a["clf_train_acc"] - a["clf_val_acc"]).idxmax()
-        lines.append(f"- **Architectures:** `{best}` ({a.loc[best, 'sizes']}) classifies best ({a.loc[best, 'test_acc']:.2%}"
-                     f" test); `{mse}` reconstructs best (validation MSE {a.loc[mse, 'ae_val_mse']:.4f}); `{gap}` has "
-                     f"the widest classifier train/validation gap "
-                     f"({a.loc[gap, 'clf_train_acc'] - a.loc[gap, 'clf_val_acc']:+.2%}), the most overfitting.")
+    if arch_table is not None and len(arch_table.dropna(subset=["val_acc"])) > 1:
+        a = arch_table.dropna(subset=["val_acc"]).set_index("name")
+        best, mse = a["val_acc"].idxmax(), a["ae_val_mse"].astype(float).idxmin()
+        gap = (a["train_acc"] - a["val_acc"]).idxmax()
+        lines.append(f"- **Comparison:** `{best}` classifies best ({a.loc[best, 'val_acc']:.2%} validation); `{mse}` "
+                     f"reconstructs best (validation MSE {a.loc[mse, 'ae_val_mse']:.4f}); `{gap}` has the widest "
+                     f"classifier train/validation gap ({a.loc[gap, 'train_acc'] - a.loc[gap, 'val_acc']:+.2%}), the "
+                     "most overfitting.")
     if epoch_table is not None and len(epoch_table) > 1:
         e = epoch_table.sort_values("epochs_run")
         few, many = e.iloc[0], e.iloc[-1]

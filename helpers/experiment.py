@@ -128,14 +128,15 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
     best epoch, seconds; means with a ``_std`` column beside each when ``repeats`` > 1), sorted by validation
     accuracy. With ``evaluate_test="all"`` each run is also evaluated on ``test`` (``test_acc``, ``test_loss``,
     and ``per_class``: configuration -> class -> accuracy); selection still uses validation only.
-    ``histories`` and ``models`` hold the first repeat of each configuration.
+    ``histories``, ``models`` and ``outputs`` (all that ``train_one`` returned) hold the first repeat of each
+    configuration.
     """
     if evaluate_test not in EVALUATE_TEST:
         raise GridError(f"parameter evaluate_test={evaluate_test!r} is not allowed; allowed: 'best', 'all'")
     if evaluate_test == "all" and test is None:
         raise ValueError("evaluate_test='all' needs the test set")
     varied = varied_parameters(configs)
-    rows, histories, models, runs, per_class = [], {}, {}, [], {}
+    rows, histories, models, runs, per_class, outputs = [], {}, {}, [], {}, {}
     for config in configs:
         settings = {**base, **{k: v for k, v in config.items() if k != "name"}}
         rep_rows, rep_class = [], []
@@ -157,13 +158,14 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
                 histories[config["name"]] = history
                 if keep_models:
                     models[config["name"]] = model
+                    outputs[config["name"]] = out
         rows.append({"name": config["name"], **{k: _label(config[k]) if k in config else _label(base.get(k))
                                                   for k in varied}, **aggregate(rep_rows)})
         if rep_class:
             per_class[config["name"]] = {c: float(np.mean([d[c] for d in rep_class])) for c in rep_class[0]}
     table = pd.DataFrame(rows).sort_values("val_acc", ascending=False, na_position="last", kind="stable")
     return {"table": table.reset_index(drop=True), "histories": histories, "models": models, "runs": runs,
-            "per_class": per_class, "varied": varied, "configs": configs, "repeats": repeats,
+            "per_class": per_class, "outputs": outputs, "varied": varied, "configs": configs, "repeats": repeats,
             "evaluate_test": evaluate_test}
 
 

@@ -125,6 +125,30 @@ def loss_and_accuracy(model, data: ImageSet, *, batch_size: int = 1024, device="
     return loss, (logits.argmax(1) == data.y).float().mean().item()
 
 
+class Classification:
+    """What :func:`fit` trains by default: cross-entropy on the labels, with accuracy counted.
+
+    Another task (the autoencoder's denoising) gives the same four hooks: ``batch`` turns a batch of images and
+    labels into inputs and targets, ``loss`` and ``correct`` (None when accuracy has no meaning) score the
+    model's output, ``evaluate`` gives ``(loss, accuracy)`` on a whole set.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def batch(self, xb, yb, generator):
+        return xb, yb
+
+    def loss(self, out, target):
+        return self.loss_fn(out, target)
+
+    def correct(self, out, target):
+        return (out.argmax(1) == target).sum()
+
+    def evaluate(self, model, data: ImageSet, *, device) -> tuple[float, float | None]:
+        return loss_and_accuracy(model, data, device=device)
+
+
 def save_checkpoint(path: Path, **state) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -143,7 +167,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
         nesterov: bool = False, l1: float = 0.0, schedule: str = "none", label_smoothing: float = 0.0,
         augment: Augment | None = None, patience: int | None = None, checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 0, resume_from: str | Path | None = None, restore_best: bool = False,
-        seed: int = 0, device="auto", progress: bool | None = None, desc: str = "training") -> History:
+        seed: int = 0, device="auto", progress: bool | None = None, desc: str = "training",
+        task=None) -> History:
     """Train ``model`` on ``train`` and return the per-epoch history.
 
     Parameters
@@ -162,6 +187,10 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
     restore_best : bool
         Load the weights of the lowest-validation-loss epoch at the end.
 
+    task : optional
+        What is learned (default :class:`Classification`, with ``label_smoothing``); the autoencoder passes
+        its denoising task, so every section trains with this one loop.
+
     A non-finite loss stops training; ``history.stop_reason`` says where.
     """
     if num_epochs < 1 or batch_size < 1:
@@ -175,7 +204,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
     steps_per_epoch = math.ceil(len(train) / batch_size)
     sched = make_scheduler(schedule, opt, total_steps=num_epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
                            lr=lr)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    task = task or Classification(label_smoothing)
     gen = torch.Generator().manual_seed(seed)  # shuffling and augmentation, saved in checkpoints
     # augmentation draws on the device holding the batch (CUDA or MPS need a generator of their own)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1) if device.type != "cpu" else gen
@@ -209,9 +238,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
         total_loss, correct, seen, failed = 0.0, 0, 0, None
         for step, idx in enumerate(batch_indices(len(train), batch_size=batch_size, shuffle=True, generator=gen)):
             idx = idx.to(device)
-            xb, yb = augment(X_train[idx], aug_gen), y_train[idx]
+            xb, yb = task.batch(augment(X_train[idx], aug_gen), y_train[idx], aug_gen)
             logits = model(xb)
-            loss = loss_fn(logits, yb)
+            loss = task.loss(logits, yb)
             if l1:
                 loss = loss + l1 * l1_penalty(model)
             if not torch.isfinite(loss):
@@ -223,15 +252,16 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
             if sched is not None:
                 sched.step()
             total_loss += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
+            hits = task.correct(logits, yb)
+            correct = None if hits is None or correct is None else correct + hits.item()
             seen += len(yb)
         if failed:
             history.stop_reason = failed
             break
-        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
+        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": None if correct is None else correct / seen,
                "val_loss": None, "val_acc": None, "lr": opt.param_groups[0]["lr"]}
         if val is not None and len(val):
-            row["val_loss"], row["val_acc"] = loss_and_accuracy(model, val, device=device)
+            row["val_loss"], row["val_acc"] = task.evaluate(model, val, device=device)
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         bar.set_postfix({k: f"{row[k]:.3f}" for k in ("train_loss", "train_acc", "val_loss", "val_acc")
