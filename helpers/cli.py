@@ -27,7 +27,8 @@ def parse_value(text: str):
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    return text if isinstance(value, (dict,)) or value is None else value
+    # dicts too: a grid ({parameter: [values]}) or an architecture spec given with -p
+    return text if value is None else value
 
 
 def parameters_help() -> str:

@@ -1,5 +1,5 @@
-"""Configuration grids, the one experiment engine: expand a ``grid`` into configurations, train each (with repeats), tabulate,
-pick the best on validation, and test once (or test every configuration, ``evaluate_test="all"``).
+"""The one experiment engine: expand a ``grid`` into configurations, train each (with repeats), tabulate, pick
+the best on validation, and test once (or test every configuration, ``evaluate_test="all"``).
 
 Every section uses it. A section gives one function, ``train_one(settings, *, train, val, seed)``, that
 trains a single run from a flat dict of settings and returns ``{"model", "history", ...}``; the engine

@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 from urllib.error import URLError
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
-from helpers import transfer
+from helpers import experiment, transfer
 from helpers.config import ConfigError, make_config
 from helpers.data import ImageSet, select_classes
+from helpers.metrics import evaluate
 from helpers.training import fit
 from tests.conftest import fake_image_set
 
@@ -144,60 +147,241 @@ def test_checkpoints_round_trip_and_mismatches_fail(tmp_path):
     assert transfer.get_weights("none", "resnet18") is None
 
 
-def test_pretrain_then_compare_the_modes(tiny):
-    train, val = tiny
-    source = ImageSet(train.X.flip(-1), train.y, [f"source {i}" for i in range(5)])
-    pre = transfer.pretrain("resnet18", source, None, image_size=SIZE, epochs=1, batch_size=16, seed=0)
-    assert len(pre["history"]) == 1 and len(pre["weights"]["mean"]) == 3
-    assert pre["weights"]["mean"][0] == pytest.approx(float(source.X.mean()), abs=1e-5)
-    result = transfer.run_modes("resnet18", modes=["scratch", "frozen", "finetune"], weights=pre["weights"],
-                                train=train, val=val, test=val, image_size=SIZE, epochs=1, batch_size=16)
-    table = result["table"].set_index("mode")
-    assert list(table.index) == ["scratch", "frozen", "finetune"]
-    assert table.loc["scratch", "weights"] == "random" and "source 0" in table.loc["frozen", "weights"]
-    assert table.loc["frozen", "params"] == sum(p.numel() for p in result["models"]["resnet18 / frozen"].head.parameters())
-    assert table.loc["frozen", "frozen_params"] > 0 == table.loc["finetune", "frozen_params"]
-    assert (table["seconds"] > 0).all() and table["test_acc"].between(0, 1).all()
-    assert set(result["tests"]) == set(result["histories"]) == set(table["name"])
-    text = transfer.observations(result["table"], best_test=result["tests"]["resnet18 / frozen"],
-                                 pretrain_info={"source": "x", "val_acc": 0.5, "seconds": 1.0})
-    assert "Best by validation accuracy" in text and "faster than fine-tuning" in text
-
-
-def _params(**changes):
-    base = {"profile": "smoke", "seed": 0, "dataset": "fashion_mnist", "classes": [1, 3, 5, 7, 9],
-            "source_classes": [0, 2, 4, 6, 8], "backbones": ["resnet18"], "weights": "pretrain",
-            "modes": ["scratch", "frozen", "finetune"], "image_size": None, "color": "auto", "labels_per_class": None,
-            "val_per_class": None, "test_per_class": None, "epochs": None, "batch_size": 32, "optimizer": "sgd",
-            "lr": 0.001, "momentum": 0.9, "head_hidden": 256, "head_dropout": 0.5, "pretrain_epochs": None,
-            "pretrain_per_class": None, "pretrain_batch_size": 128, "pretrain_lr": 0.001}
+def _settings(**changes):
+    """One run's settings, as the engine gives them to train_one (base parameters with a configuration over them)."""
+    base = {"backbone": "resnet18", "mode": "finetune", "weights": "pretrain", "image_size": SIZE, "epochs": 1,
+            "frozen_epochs": None, "batch_size": 16, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9,
+            "weight_decay": 0.0, "head_hidden": 32, "head_dropout": 0.5, "init": "default", "device": "cpu"}
     return {**base, **changes}
 
 
+@pytest.fixture()
+def source(tiny):
+    """A source task of other 'classes' (the images mirrored) for the toolkit's own pretraining."""
+    train, val = tiny
+    names = [f"source {i}" for i in range(5)]
+    return {"train": ImageSet(train.X.flip(-1), train.y, names), "val": ImageSet(val.X.flip(-1), val.y, names)}
+
+
+@pytest.fixture()
+def count_pretraining(monkeypatch):
+    """transfer.pretrain, counting its calls as (backbone, image size)."""
+    calls, real = [], transfer.pretrain
+
+    def counted(backbone, *args, **kwargs):
+        calls.append((backbone, kwargs["image_size"]))
+        return real(backbone, *args, **{**kwargs, "epochs": 1})
+
+    monkeypatch.setattr(transfer, "pretrain", counted)
+    return calls
+
+
+def test_train_one_in_each_mode(tiny, source, count_pretraining, tmp_path):
+    train, val = tiny
+    weights = transfer.BackboneWeights(source, epochs=1, batch_size=16, head_hidden=32, device="cpu",
+                                       save_dir=tmp_path, image_size=SIZE)
+    out = {m: transfer.train_one(_settings(mode=m, frozen_epochs=3 if m == "frozen" else None), train=train, val=val,
+                                 seed=0, weights=weights) for m in transfer.MODES}
+    assert count_pretraining == [("resnet18", SIZE)]  # made once, for frozen and finetune
+    assert (tmp_path / "pretrained_resnet18.pt").is_file()
+    pre = weights.get("pretrain", "resnet18", SIZE)
+    frozen = out["frozen"]["model"]
+    assert all(torch.equal(v, pre["state_dict"][k]) for k, v in frozen.backbone.state_dict().items())
+    assert len(out["frozen"]["history"]) == 3 and len(out["finetune"]["history"]) == 1
+    for m, o in out.items():
+        assert o["model"].eval()(val.X[:4]).shape == (4, 5), m  # every model runs on images, the frozen one too
+        assert o["history"][-1]["val_acc"] is not None
+    rows = {m: o["row"] for m, o in out.items()}
+    assert rows["scratch"]["weights"] == rows["scratch"]["weights_label"] == "random"
+    assert "source 0" in rows["frozen"]["weights"] and rows["frozen"]["weights_label"] == "source-task pretraining"
+    assert rows["frozen"]["frozen_params"] == sum(p.numel() for p in frozen.backbone.parameters())
+    assert rows["finetune"]["frozen_params"] == 0 == rows["scratch"]["frozen_params"]
+    # every mode normalises its inputs alike (the source images' statistics)
+    assert all(torch.equal(o["model"].adapter.mean, frozen.adapter.mean) for o in out.values())
+    # the frozen run's head trained on cached features; its evaluation on images agrees with its last epoch
+    assert evaluate(frozen, val, device="cpu")["accuracy"] == pytest.approx(out["frozen"]["history"][-1]["val_acc"])
+
+
+def test_same_head_start_in_every_mode_and_init_of_the_new_layers(tiny):
+    train, val = tiny
+    heads = {}
+    for mode, init in (("scratch", "default"), ("frozen", "default"), ("finetune", "he"), ("scratch", "he")):
+        torch.manual_seed(0)
+        s = _settings(mode=mode, weights="none", init=init, epochs=1, lr=1e-12)  # lr ~0: weights stay as initialised
+        heads[mode, init] = transfer.train_one(s, train=train, val=val, seed=3)["model"]
+    a, b = heads["scratch", "default"].head[0].weight, heads["frozen", "default"].head[0].weight
+    assert torch.allclose(a, b, atol=1e-6)
+    he_ft, he_sc = heads["finetune", "he"], heads["scratch", "he"]
+    assert torch.allclose(he_ft.head[0].weight, he_sc.head[0].weight, atol=1e-6)
+    assert not torch.allclose(he_ft.head[0].weight, a, atol=1e-3)
+    assert float(he_ft.head[0].bias.abs().max()) < 1e-6  # init zeroes biases
+    conv = heads["scratch", "he"].backbone.conv1.weight  # scratch: the backbone too
+    assert not torch.allclose(conv, heads["scratch", "default"].backbone.conv1.weight, atol=1e-3)
+
+
+def test_pretrain_needs_a_source():
+    with pytest.raises(ValueError, match="source task"):
+        transfer.BackboneWeights().get("pretrain", "resnet18", SIZE)
+
+
+def test_pretraining_is_done_once_for_all_configurations(tiny, source, count_pretraining):
+    train, val = tiny
+    weights = transfer.BackboneWeights(source, epochs=1, batch_size=16, head_hidden=32, device="cpu")
+    configs = experiment.expand_grid({"mode": ["scratch", "frozen", "finetune"], "lr": [0.01, 0.05]},
+                                     varying=transfer.RUN_PARAMETERS)
+    base = _settings(epochs=1)
+    needs = weights.prepare(configs, base=base)
+    assert [(n["backbone"], n["weights"], n["image_size"]) for n in needs] == [("resnet18", "pretrain", SIZE)]
+    result = experiment.run_experiment(configs, base=base, train_one=transfer.make_train_one(weights), train=train,
+                                       val=val, test=val, repeats=2, seed=0, evaluate_test="all", device="cpu")
+    assert count_pretraining == [("resnet18", SIZE)]  # 6 configurations x 2 repeats, one pretraining
+    assert len(result["table"]) == 6 and set(result["models"]) == {c["name"] for c in configs}
+    # another image size is another pretraining (the source images are resized to it)
+    sizes = experiment.expand_grid({"image_size": [SIZE, 40]}, varying=transfer.RUN_PARAMETERS)
+    experiment.run_experiment(sizes, base=_settings(mode="frozen"), train_one=transfer.make_train_one(weights),
+                              train=train, val=val, device="cpu")
+    assert count_pretraining == [("resnet18", SIZE), ("resnet18", 40)]
+    assert set(weights.records()) == {"resnet18", "resnet18 @ 40 px"}  # the first size keeps the short name
+
+
+def _params(**changes):
+    """The transfer notebook's parameters cell (smoke profile)."""
+    base = {"profile": "smoke", "seed": 0, "data_dir": None, "output_dir": None, "dataset": "fashion_mnist",
+            "classes": None, "source_classes": [0, 2, 4, 6, 8], "grid": None, "backbones": ["resnet18"],
+            "modes": ["scratch", "frozen", "finetune"], "repeats": 1, "evaluate_test": "all", "backbone": "resnet18",
+            "mode": "finetune", "weights": "pretrain", "image_size": None, "color": "auto", "labels_per_class": None,
+            "val_per_class": None, "test_per_class": None, "val_fraction": 0.15, "epochs": None,
+            "frozen_epochs": None, "batch_size": 32, "optimizer": "sgd", "lr": 0.001, "momentum": 0.9,
+            "weight_decay": 0.0, "head_hidden": 256, "head_dropout": 0.5, "init": "default", "pretrain_epochs": None,
+            "pretrain_per_class": None, "pretrain_batch_size": 128, "pretrain_lr": 0.001, "device": "auto",
+            "author_name": "A", "author_id": "1", "course": "C"}
+    return {**base, **changes}
+
+
+def test_parameters_match_the_notebook():
+    import papermill
+
+    from helpers.runner import notebook_path
+
+    assert tuple(papermill.inspect_notebook(str(notebook_path("transfer")))) == transfer.PARAMETERS
+
+
 def test_config_fills_the_profile_and_rejects_bad_values(tmp_path):
-    cfg = make_config("transfer", **_params())
+    cfg = make_config("transfer", _params())
     assert (cfg.image_size, cfg.epochs, cfg.labels_per_class) == (32, 1, 10)
-    assert make_config("transfer", **_params(profile="full")).pretrain_per_class == "all"
+    assert cfg.classes == [1, 3, 5, 7, 9]  # Fashion-MNIST's target task when classes is None
+    assert make_config("transfer", _params(profile="full")).pretrain_per_class == "all"
     for changes, name in [({"backbones": ["alexnet"]}, "backbones"), ({"modes": []}, "modes"),
                           ({"classes": [0, 1, 3]}, "source_classes"), ({"image_size": 16}, "image_size"),
                           ({"weights": str(tmp_path / "nope.pt")}, "weights"), ({"labels_per_class": 0}, "labels_per_class"),
-                          ({"dataset": str(tmp_path / "missing")}, "dataset"), ({"head_dropout": 1.0}, "head_dropout")]:
+                          ({"dataset": str(tmp_path / "missing")}, "dataset"), ({"head_dropout": 1.0}, "head_dropout"),
+                          ({"grid": {"mode": ["warm"]}}, "grid configuration 1 .*mode"),
+                          ({"grid": {"lr": [0.01, -1]}}, "grid configuration 2 .*lr"),
+                          ({"grid": {"classes": [[1, 3]]}}, "fixed for the whole report"),
+                          ({"grid": {"pretrain_epochs": [1, 2]}}, "not a parameter of a run"),
+                          ({"grid": {"image_size": [32, 24]}}, "image_size"),
+                          ({"grid": {"frozen_epochs": [0]}}, "frozen_epochs"),
+                          ({"weight_decay": -1}, "weight_decay"), ({"init": "orthogonal"}, "init")]:
         with pytest.raises(ConfigError, match=name):
-            make_config("transfer", **_params(**changes))
+            make_config("transfer", _params(**changes))
 
 
+def test_default_grid_is_backbones_by_modes():
+    cfg = make_config("transfer", _params(backbones=["resnet18", "mobilenet_v3_small"], modes=["frozen", "finetune"]))
+    assert cfg.grid == {"backbone": ["resnet18", "mobilenet_v3_small"], "mode": ["frozen", "finetune"]}
+    assert [(c["backbone"], c["mode"]) for c in cfg.grid_configs] == [
+        ("resnet18", "frozen"), ("resnet18", "finetune"), ("mobilenet_v3_small", "frozen"),
+        ("mobilenet_v3_small", "finetune")]
+    # with a grid, backbones and modes are not used; backbone and mode are the base of every configuration
+    cfg = make_config("transfer", _params(grid={"lr": [0.001, 0.01]}, modes=[], backbone="vgg11", mode="frozen"))
+    assert [c["name"] for c in cfg.grid_configs] == ["lr 0.001", "lr 0.01"]
+    assert (cfg.backbone, cfg.mode) == ("vgg11", "frozen")
 
-def test_comparison_view_short_weights_percent_and_headers():
-    table = pd.DataFrame({
-        "name": ["r / scratch", "r / frozen", "r / imagenet"],
-        "weights": ["random", "pretrained on T-shirt/top, Coat (5,000 images, 2 epochs)",
-                    "ImageNet (ResNet18_Weights.IMAGENET1K_V1)"],
-        "weights_label": ["random", "source-task pretraining", "ImageNet"],
-        "params": [100, 10, 100], "frozen_params": [0, 90, 0], "epochs_run": [3, 3, 3], "train_acc": [0.9, 0.7, 0.95],
-        "val_acc": [0.85, 0.7, 0.9], "val_loss": [0.4, 0.8, 0.3], "test_acc": [0.8456, 0.7, 0.9],
-        "test_loss": [0.41234, 0.8, 0.3], "seconds": [10.0, 1.0, 12.0]})
-    view = transfer.comparison_view(table)
-    assert list(view["weights"]) == ["random", "source-task pretraining", "ImageNet"]
-    assert list(view.columns) == ["weights", "trainable", "frozen", "epochs", "train acc %", "val acc %",
+
+def test_a_grid_of_learning_rates(tiny, source, tmp_path):
+    train, val = tiny
+    cfg = make_config("transfer", _params(grid={"lr": [0.001, 0.05]}, mode="frozen", head_hidden=32, device="cpu",
+                                          output_dir=str(tmp_path)))
+    weights = transfer.BackboneWeights.from_config(cfg, source)
+    result = experiment.run_experiment(cfg.grid_configs, base=cfg, train_one=transfer.make_train_one(weights),
+                                       train=train, val=val, test=val, evaluate_test="all", device="cpu")
+    table = result["table"].set_index("name")
+    assert set(table.index) == {"lr 0.001", "lr 0.05"} and result["varied"] == ["lr"]
+    assert (table["frozen_params"] > 0).all() and table["test_acc"].between(0, 1).all()
+    view = transfer.comparison_view(result)
+    assert view.index.names == ["lr"] and list(view.index) == list(result["table"]["lr"])
+    assert list(view.columns) == ["backbone weights", "trainable", "frozen", "epochs", "train acc %", "val acc %",
                                   "test acc %", "test loss", "seconds"]
-    assert view.loc["r / scratch", "test acc %"] == 84.56 and view.loc["r / scratch", "test loss"] == 0.4123
+    assert (view["backbone weights"] == "source-task pretraining").all()
+    best = experiment.best_config(result["table"], cfg.grid_configs)
+    test_result = evaluate(result["models"][best["name"]], val, device="cpu")
+    text = transfer.observations(result, base=cfg, best=best, test_result=test_result, pretrained=weights)
+    assert "**Best configuration:**" in text and "**Pretraining** (`resnet18`)" in text
+    assert (tmp_path / "checkpoints" / "pretrained_resnet18.pt").is_file()
+    assert f"{test_result['accuracy']:.2%} test accuracy" in text and "not retrained" in text
+    assert "against training from scratch" not in text  # mode does not vary here
+
+
+def test_mode_observations_compare_each_group_with_scratch():
+    configs = experiment.expand_grid({"mode": ["scratch", "frozen", "finetune"], "lr": [0.01, 0.1]},
+                                     varying=transfer.RUN_PARAMETERS)
+    acc = {"scratch": 0.5, "frozen": 0.7, "finetune": 0.8}
+    rows = [{"name": c["name"], "mode": c["mode"], "lr": str(c["lr"]), "val_acc": acc[c["mode"]] - c["lr"],
+             "test_acc": acc[c["mode"]] + c["lr"], "params": 10 if c["mode"] == "frozen" else 100,
+             "frozen_params": 90 if c["mode"] == "frozen" else 0, "seconds": 1.0 if c["mode"] == "frozen" else 4.0}
+            for c in configs]
+    result = {"table": pd.DataFrame(rows), "varied": ["mode", "lr"], "configs": configs}
+    lines = transfer.mode_observations(result, base={"backbone": "resnet18"})
+    assert len(lines) == 6
+    assert lines[0] == ("- `lr 0.01`: **frozen** scores 71.00% test accuracy, +20.00% against training from scratch "
+                        "(51.00%) with the same labels.")
+    assert "trains 10 parameters (10.0% of the model) in 1.0 s, 4.0x faster than fine-tuning (4.0 s), for -10.00% " \
+           "test accuracy" in lines[2]
+    assert lines[3].startswith("- `lr 0.1`:")
+
+
+def write_png(path, value, mode="L", size=(20, 20)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = size if mode == "L" else (*size, 3)
+    Image.fromarray(np.full(shape, value, dtype=np.uint8), mode=mode).save(path)
+
+
+def make_folder(root, classes=("cat", "dog", "fox"), n_train=8, n_test=3, n_val=0):
+    """root/{train,test[,val]}/<class>/<i>.png, class k a flat image of grey level 30 + 80 k (with noise)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test), ("val", n_val)):
+        for k, name in enumerate(classes):
+            for i in range(n):
+                write_png(root / split / name / f"{i}.png", int(30 + 80 * k + rng.integers(0, 20)))
+    return root
+
+
+def test_a_three_class_folder_without_classes(tmp_path):
+    root = make_folder(tmp_path / "animals")
+    cfg = make_config("transfer", _params(dataset=str(root), classes=None, weights="none", mode="frozen",
+                                          grid={"lr": [0.01]}, labels_per_class="all", val_per_class="all",
+                                          test_per_class=None, head_hidden=16, device="cpu"))
+    assert cfg.classes is None
+    task = transfer.load_task(dataset=cfg.dataset, classes=cfg.classes, image_size=SIZE, labels_per_class="all",
+                              val_per_class="all", val_fraction=cfg.val_fraction, seed=0)
+    assert task["train"].class_names == ["cat", "dog", "fox"] and len(task["test"]) == 9
+    assert task["train"].X.shape[1:] == (1, SIZE, SIZE) and task["validation"] == "held out from train/"
+    result = experiment.run_experiment(cfg.grid_configs, base=cfg, train_one=transfer.train_one, train=task["train"],
+                                       val=task["val"], test=task["test"], evaluate_test="all", device="cpu")
+    assert list(result["per_class"]["lr 0.01"]) == ["cat", "dog", "fox"]
+    # the old Fashion-MNIST default would name classes the folder does not have: refused before anything trains
+    with pytest.raises(ConfigError, match=r"classes=\[1, 3, 5, 7, 9\].*3 classes \(cat, dog, fox\)"):
+        make_config("transfer", _params(dataset=str(root), classes=[1, 3, 5, 7, 9]))
+    cfg = make_config("transfer", _params(dataset=str(root), classes=[2, 0]))
+    picked = transfer.load_task(dataset=cfg.dataset, classes=cfg.classes, image_size=SIZE, val_fraction=0.25)
+    assert picked["train"].class_names == ["fox", "cat"]
+
+
+def test_a_val_folder_is_the_validation_set(tmp_path):
+    root = make_folder(tmp_path / "animals", n_train=6, n_test=2, n_val=4)
+    task = transfer.load_task(dataset=str(root), image_size=SIZE, labels_per_class="all", val_per_class="all")
+    assert task["validation"] == "val/ folder"
+    assert (len(task["train"]), len(task["val"]), len(task["test"])) == (18, 12, 6)  # train/ is not split
+    assert task["val"].class_counts().tolist() == [4, 4, 4]
+    capped = transfer.load_task(dataset=str(root), image_size=SIZE, labels_per_class=2, val_per_class=3)
+    assert (len(capped["train"]), len(capped["val"])) == (6, 9)
