@@ -119,7 +119,10 @@ def validate(p: dict) -> None:
     for key in ("grid_per_class", "search_per_class"):
         if p.get(key) is not None:
             check_positive(key, p[key], integer=True)
-    check_architecture(p["search_architecture"], name="search_architecture")
+    try:
+        check_architecture(p["search_architecture"], name="search_architecture")
+    except ArchitectureError as exc:
+        raise ConfigError(f"parameter {exc}") from None
     aug = augment_from(p)
     final = final_augmentation(p["final_augment"], aug, use_augment=p["augment"])  # checks final_augment
     p["augmentation"] = aug.describe() if p["augment"] else "none"

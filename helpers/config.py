@@ -18,6 +18,22 @@ from .training import DEVICES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_NAMES = ("smoke", "quick", "full")
+# The smoke profile runs every cell in seconds whatever a parameters file asks: epoch counts are capped.
+SMOKE_MAX_EPOCHS = 2
+EPOCH_KEYS = ("epochs", "grid_epochs", "search_epochs", "final_epochs", "classifier_epochs", "frozen_epochs",
+              "pretrain_epochs")
+
+
+def smoke_cap(values: dict) -> dict:
+    """``values`` with every epoch count at most :data:`SMOKE_MAX_EPOCHS` (lists of counts too)."""
+    out = dict(values)
+    for key in EPOCH_KEYS:
+        if isinstance(out.get(key), int) and not isinstance(out[key], bool):
+            out[key] = min(out[key], SMOKE_MAX_EPOCHS)
+    if isinstance(out.get("epoch_options"), list):
+        out["epoch_options"] = sorted({min(e, SMOKE_MAX_EPOCHS) if isinstance(e, int) else e
+                                       for e in out["epoch_options"]})
+    return out
 
 
 @dataclass(frozen=True)
@@ -208,6 +224,8 @@ def make_config(section: str, namespace: Mapping | None = None, /, **params) -> 
                               f"cell defines: {', '.join(sec.parameters)}")
         params = {**{k: namespace[k] for k in sec.parameters}, **params}
     p = common_checks(apply_profile(section, params))
+    if p["profile"] == "smoke":
+        p = smoke_cap(p)
     sec.validate(p)
     if not sec.stages:
         sec.check_run(p)
@@ -235,7 +253,7 @@ def checked_configs(p: dict, key: str, sec: Section) -> list[dict]:
         except ConfigError as exc:
             raise ConfigError(f"{key} configuration {i} ({config['name']}): {exc}") from None
         out.append({"name": config["name"], **{k: run[k] for k in overrides}})
-    return out
+    return [smoke_cap(c) for c in out] if p["profile"] == "smoke" else out
 
 
 def augment_from(p: dict) -> Augment:

@@ -1,7 +1,7 @@
 """The MLP section: what one run of a fully connected network is, and the checks of its settings.
 
 The comparison itself is the ``grid`` parameter (default: ``optimizers`` x ``regularizers``, the course's
-optimizer x regularization grid); :mod:`helpers.grid` runs it with :func:`train_one`.
+optimizer x regularization grid); :mod:`helpers.experiment` runs it with :func:`train_one`.
 """
 
 from __future__ import annotations

@@ -81,8 +81,10 @@ def make_scheduler(name: str, optimizer, *, total_steps: int, steps_per_epoch: i
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, step_epochs * steps_per_epoch), gamma=gamma)
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(2, total_steps),
-                                               pct_start=0.25)
+    # a warm-up of at least two steps: OneCycleLR divides by the warm-up's length (a few-batch smoke run)
+    total = max(4, total_steps)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total,
+                                               pct_start=min(0.5, max(0.25, 2.0 / total)))
 
 
 def l1_penalty(model: nn.Module) -> torch.Tensor:

@@ -474,17 +474,15 @@ class BackboneWeights:
                 for (b, size), p in self.pretrained.items()}
 
 
-_NO_SOURCE = BackboneWeights()  # for train_one without weights: ImageNet, checkpoints and "none" only
-
-
 def train_one(s: Mapping, *, train: ImageSet, val: ImageSet | None, seed: int, desc: str = "transfer",
               weights: BackboneWeights | None = None) -> dict:
     """Train one run from its settings (the engine's ``train_one``): ``{"model", "history", "row"}``.
 
     ``s`` holds ``backbone``, ``mode``, ``weights``, ``image_size``, ``epochs``, ``frozen_epochs`` (None: ``epochs``),
     ``batch_size``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``head_hidden``, ``head_dropout``,
-    ``init`` and ``device``. ``weights`` (a :class:`BackboneWeights`, shared by all runs of a comparison) gives
-    the starting weights of the frozen and fine-tuned runs and the input normalisation of every mode;
+    ``init`` and ``device``. ``weights`` (a :class:`BackboneWeights`, shared by all runs of a comparison: see
+    :func:`make_train_one`) gives the starting weights of the frozen and fine-tuned runs and the input
+    normalisation of every mode (without it, ``"pretrain"`` is refused and other weights are loaded per run);
     ``scratch`` always starts from random weights. ``init`` re-initialises the layers that do not come from
     weights: the whole network in scratch mode, the new head in the others. Every mode starts from the same
     head. The frozen run computes the backbone features of the training and validation images once and
@@ -492,7 +490,7 @@ def train_one(s: Mapping, *, train: ImageSet, val: ImageSet | None, seed: int, d
     (frozen backbone and trained head), so it runs on images. ``row`` holds the table's extra columns:
     ``weights`` (described in full), ``weights_label`` (short) and ``frozen_params``.
     """
-    weights = weights if weights is not None else _NO_SOURCE
+    weights = weights if weights is not None else BackboneWeights()  # no source task, nothing kept between runs
     backbone, mode, spec, size = s["backbone"], s["mode"], s["weights"], s["image_size"]
     device = resolve_device(s.get("device", "auto"))
     start_from = None if mode == "scratch" else weights.get(spec, backbone, size)

@@ -33,6 +33,9 @@ def test_parse_value_types_like_papermill():
     assert parse_value("True") is True and parse_value("None") is None
     assert parse_value("[1, 3, 5]") == [1, 3, 5]
     assert parse_value("Ada Lovelace") == "Ada Lovelace"
+    # a grid or an architecture spec
+    assert parse_value('{"lr": [0.1, 0.01], "optimizer": [adam, sgd]}') == {"lr": [0.1, 0.01], "optimizer": ["adam", "sgd"]}
+    assert parse_value("{blocks: [{channels: 8}], dense: [32]}") == {"blocks": [{"channels": 8}], "dense": [32]}
 
 
 def test_unknown_parameter_is_refused_before_running():

@@ -1,10 +1,12 @@
-"""helpers.cnn: the grid and strong CNNs, initialisation, augmentation data, class subsets and parameters."""
+"""helpers.cnn: one CNN run from its settings (architecture overrides, optimizer, initialisation, augmentation),
+the comparisons' configurations and checks, augmentation on/off, the data behind the figures."""
 
 from __future__ import annotations
 
 import math
 
 import matplotlib
+import nbformat
 import pandas as pd
 import pytest
 import torch
@@ -14,9 +16,10 @@ from helpers import cnn, report
 from helpers.augment import Augment
 from helpers.config import ConfigError, augment_from, make_config
 from helpers.data import CLASS_NAMES, load_splits
-from helpers.grid import best_config, run_grid
+from helpers.experiment import best_config, run_experiment
+from helpers.models import count_parameters
 from helpers.plots import plot_feature_maps
-from helpers.training import fit
+from helpers.runner import notebook_path
 from tests.conftest import fake_image_set
 
 matplotlib.use("Agg")
@@ -27,130 +30,182 @@ SUBSET_NAMES = ["Trouser", "Dress", "Sandal", "Sneaker", "Ankle boot"]
 AUGMENT = Augment(rotation=10, noise_std=0.05, hflip=True, brightness=0.2, contrast=0.2)
 
 
+def notebook_namespace() -> dict:
+    """The CNN notebook's parameters cell run as the notebook runs it: name -> default."""
+    nb = nbformat.read(str(notebook_path("cnn")), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    exec(cell.source, namespace)
+    return {k: v for k, v in namespace.items() if not k.startswith("__")}
+
+
+NAMESPACE = notebook_namespace()
+
+
+def config(**changes):
+    """make_config of the notebook's defaults in the smoke profile, with ``changes``."""
+    return make_config("cnn", NAMESPACE, **{"profile": "smoke", "device": "cpu", **changes})
+
+
+CFG = config()
+GRID_BASE, SEARCH_BASE = cnn.stage_base(CFG, "grid"), cnn.stage_base(CFG, "search")
+
+
 def count(model: nn.Module, kind: type) -> int:
     return sum(isinstance(m, kind) for m in model.modules())
 
 
-def one_step(model: nn.Module, n: int = 16, num_classes: int = 10, **overrides):
-    """Train ``model`` for exactly one step (one epoch of one batch) with the notebook's fit arguments."""
+def settings(base=GRID_BASE, **changes) -> dict:
+    return {**base, "epochs": 1, "batch_size": 16, **changes}
+
+
+def one_step(s: dict, n: int = 16, num_classes: int = 10):
+    """Train the run of settings ``s`` for exactly one step (one epoch of one batch) with the engine's train_one."""
     data = fake_image_set(n)
     data.y = data.y % num_classes
-    kwargs = cnn.make_fit_kwargs(epochs=1, batch_size=n, optimizer="sgd", lr=0.05, augment=AUGMENT,
-                                 weight_decay=5e-4, label_smoothing=0.1)({"name": "test"})
-    kwargs.update(overrides)
-    return fit(model, data, None, progress=False, device="cpu", **kwargs)
+    data.class_names = list(CLASS_NAMES[:num_classes])
+    return cnn.train_one({**s, "epochs": 1, "batch_size": n}, train=data, val=None, seed=0)
 
 
-# --- the pooling x normalization grid CNN -----------------------------------------------------------
+# --- the first comparison: the course CNN with pooling x normalization ----------------------------------------
 
 
-@pytest.mark.parametrize("pool", cnn.POOLINGS)
+@pytest.mark.parametrize("pool", ["max", "avg"])
 @pytest.mark.parametrize("norm", cnn.NORMS)
-def test_grid_cnn_variants_build_and_train_one_step(pool, norm):
-    model = cnn.build_grid_cnn(pool=pool, norm=norm, dropout=0.2, seed=0)
+def test_course_cnn_variants_build_and_train_one_step(pool, norm):
+    s = settings(pool=pool, norm=norm)
+    model = cnn.build_model(s, num_classes=10, seed=0)
     assert count(model, nn.MaxPool2d if pool == "max" else nn.AvgPool2d) == 2
     assert count(model, nn.AvgPool2d if pool == "max" else nn.MaxPool2d) == 0
     assert count(model, nn.BatchNorm2d) == (2 if norm == "batch_norm" else 0)
-    assert count(model, nn.Dropout2d) == (2 if norm == "dropout" else 0)
-    assert count(model, nn.Conv2d) == 2 and [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)] == [8, 12]
+    # norm "dropout": no batch norm, grid_dropout after every block and every hidden dense layer
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout2d)] == ([0.2] * 2 if norm == "dropout" else [])
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == ([0.2] * 2 if norm == "dropout" else [])
+    assert [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)] == [8, 12]
     assert [m.out_features for m in model.modules() if isinstance(m, nn.Linear)] == [128, 32, 10]
-    before = [p.detach().clone() for p in model.parameters()]
-    history = one_step(model)
-    assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if b.requires_grad)
+    out = one_step(s)
+    model = out["model"]
+    assert len(out["history"]) == 1 and math.isfinite(out["history"][0]["train_loss"])
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
 
-def test_grid_configs_cover_every_pair():
-    configs = cnn.grid_configs(poolings=["max", "avg"], norms=["batch_norm", "dropout"])
-    assert [c["name"] for c in configs] == ["max + batch_norm", "max + dropout", "avg + batch_norm", "avg + dropout"]
-    build = cnn.make_grid_builder(num_classes=5, seed=0)
-    assert build(configs[3])(torch.rand(2, 1, 28, 28)).shape == (2, 5)
+def test_default_grid_covers_every_pair():
+    assert CFG.grid == {"pool": ["max", "avg"], "norm": ["batch_norm", "dropout"]}
+    assert [c["name"] for c in CFG.grid_configs] == ["max + batch_norm", "max + dropout", "avg + batch_norm",
+                                                      "avg + dropout"]
+    assert GRID_BASE["architecture"] == "course" and GRID_BASE["epochs"] == CFG.grid_epochs == 1
+    model = cnn.build_model({**GRID_BASE, **CFG.grid_configs[3]}, num_classes=5, seed=0)
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 5)
 
 
-def test_builders_are_seeded():
-    a, b = cnn.build_grid_cnn(seed=3), cnn.build_grid_cnn(seed=3)
+def test_builds_are_seeded():
+    a, b = (cnn.build_model(settings(), num_classes=10, seed=3) for _ in range(2))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    c = cnn.build_model(settings(), num_classes=10, seed=4)
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
 
 
-# --- the strong CNN and its search ------------------------------------------------------------------
+def test_grid_of_optimizers_and_initialisations():
+    cfg = config(grid={"optimizer": ["sgd", "adam"], "init": ["xavier", "he"]})
+    assert [c["name"] for c in cfg.grid_configs] == ["sgd + xavier", "sgd + he", "adam + xavier", "adam + he"]
+    assert cfg.lr is None  # each optimizer's own peak learning rate
+    assert [cnn.resolve_lr(cfg.lr, c["optimizer"]) for c in cfg.grid_configs] == [0.05, 0.05, 1e-3, 1e-3]
+    assert cnn.resolve_lr(0.2, "adam") == 0.2
 
 
-def test_strong_cnn_shape_size_and_one_step():
-    model = cnn.build_strong_cnn(seed=0)
-    assert sum(p.numel() for p in model.parameters()) == 315_050  # about the course report's 315,148
-    assert count(model, nn.Conv2d) == 4 and count(model, nn.BatchNorm2d) == 4 and count(model, nn.MaxPool2d) == 3
-    x, shapes = torch.zeros(1, 1, 28, 28), []
-    for layer in model.eval():
-        x = layer(x)
-        if isinstance(layer, nn.Sequential):
-            shapes.append(tuple(x.shape[1:]))
-    assert shapes == [(32, 14, 14), (64, 7, 7), (128, 3, 3)]
-    model.train()
-    # channels-last weights: the layout oneDNN's CPU convolutions run fastest
-    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    history = one_step(model)
-    assert math.isfinite(history[0]["train_loss"])
+def test_train_one_passes_the_run_settings_to_fit(monkeypatch):
+    calls = []
+
+    def fake_fit(model, train, val, **kwargs):
+        calls.append(kwargs)
+        from helpers.training import History
+
+        return History()
+
+    monkeypatch.setattr(cnn, "fit", fake_fit)
+    data = fake_image_set(8)
+    cnn.train_one(settings(optimizer="sgd", lr=None, epochs=2), train=data, val=None, seed=5)
+    cnn.train_one(settings(optimizer="adam", lr=None, momentum=0.0, augment=False), train=data, val=None, seed=0)
+    cnn.train_one(settings(optimizer="sgd", momentum=0.0, augment_with=None), train=data, val=None, seed=0)
+    sgd, adam, plain = calls
+    assert (sgd["optimizer"], sgd["lr"], sgd["nesterov"], sgd["num_epochs"], sgd["seed"]) == ("sgd", 0.05, True, 2, 5)
+    assert sgd["augment"] == augment_from(CFG) and sgd["weight_decay"] == CFG.weight_decay
+    assert sgd["label_smoothing"] == CFG.label_smoothing and sgd["schedule"] == CFG.schedule
+    assert (adam["optimizer"], adam["lr"], adam["nesterov"], adam["augment"]) == ("adam", 1e-3, False, None)
+    assert not plain["nesterov"] and plain["augment"] is None  # no momentum: plain SGD; augment_with=None wins
 
 
-def test_search_configs_and_builder():
-    configs = cnn.search_configs(conv_dropouts=[0.1, 0.2], head_dropouts=[0.3], hidden_sizes=[64, 128])
-    assert len(configs) == 4 and len({c["name"] for c in configs}) == 4
-    build = cnn.make_strong_builder(num_classes=10, seed=0)
-    model = build(configs[-1])
-    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout2d)] == [0.2] * 3
+def test_run_augmentation_switch():
+    assert cnn.run_augmentation(settings()) == augment_from(CFG)
+    assert cnn.run_augmentation(settings(augment=False)) is None
+    assert cnn.run_augmentation(settings(augment_with=Augment(hflip=True))) == Augment(hflip=True)
+    off = {f"aug_{k}": 0 for k in ("rotation", "noise_std", "brightness", "contrast", "crop_padding", "erasing")}
+    assert cnn.run_augmentation(settings(augment=True, aug_hflip=False, **off)) is None
+
+
+# --- the stronger CNN and its search ----------------------------------------------------------------------------
+
+
+def test_default_search_and_its_networks():
+    assert SEARCH_BASE["architecture"] == "strong" and SEARCH_BASE["epochs"] == CFG.search_epochs
+    assert CFG.search == {"conv_dropout": [0.1], "dense_dropout": [0.3], "dense": [[32], [64]]}
+    assert len(CFG.search_configs) == 2 and len({c["name"] for c in CFG.search_configs}) == 2
+    model = cnn.build_model({**SEARCH_BASE, **CFG.search_configs[-1]}, num_classes=10, seed=0)
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout2d)] == [0.1] * 3
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3]
-    assert [m.out_features for m in model.modules() if isinstance(m, nn.Linear)] == [128, 10]
+    assert [m.out_features for m in model.modules() if isinstance(m, nn.Linear)] == [64, 10]
+    assert count(model, nn.Conv2d) == 4 and count(model, nn.BatchNorm2d) == 4
+    assert count_parameters(model)["trainable"] == 315_050  # the strong preset with its own head
+    out = one_step({**SEARCH_BASE, **CFG.search_configs[0]})
+    assert math.isfinite(out["history"][0]["train_loss"])
 
 
-def test_fit_kwargs_augmentation_switch():
-    make = cnn.make_fit_kwargs(epochs=2, batch_size=32, optimizer="adam", lr=1e-3, augment=AUGMENT, use_augment=False)
-    assert make({"name": "x"})["augment"] is None
-    on, off = cnn.augmentation_configs({"name": "best", "hidden_size": 64})
-    assert make(on)["augment"] is AUGMENT and make(off)["augment"] is None
-    assert on["hidden_size"] == 64 and on["name"] != off["name"]
-    sgd = cnn.make_fit_kwargs(epochs=1, batch_size=8, optimizer="sgd", lr=0.05)({"name": "x"})
-    assert sgd["nesterov"] and sgd["augment"] is None
-    with pytest.raises(ValueError, match="no augmentation"):
-        make = cnn.make_fit_kwargs(epochs=1, batch_size=8, optimizer="sgd", lr=0.05, augment=None)
-        make(on)
+def test_search_of_architectures():
+    small = {"blocks": [{"channels": 4}], "dense": [8]}
+    wide = {"blocks": [{"channels": [8, 8], "pool": "avg"}, {"channels": 16}], "dense": []}
+    cfg = config(search={"architecture": [small, wide]})
+    assert [c["name"] for c in cfg.search_configs] == ["architecture conv 4, fc 8", "architecture conv 8+8/16, fc none"]
+    base = cnn.stage_base(cfg, "search")
+    models = [cnn.build_model({**base, **c}, num_classes=10, seed=0) for c in cfg.search_configs]
+    assert [count(m, nn.Conv2d) for m in models] == [1, 3]
+    assert [m.out_features for m in models[1].modules() if isinstance(m, nn.Linear)] == [10]
+    assert count_parameters(models[0])["total"] == (4 * 9) + 2 * 4 + (4 * 14 * 14 * 8 + 8) + (8 * 10 + 10)
 
 
 def test_compare_augmentation_reuses_the_search_run():
     train, val = fake_image_set(64, seed=0), fake_image_set(32, seed=1)
-    build = cnn.make_grid_builder(num_classes=10, seed=0)
-    config = {"name": "max + batch_norm", "pool": "max", "norm": "batch_norm"}
-    kwargs = cnn.make_fit_kwargs(epochs=1, batch_size=32, optimizer="sgd", lr=0.05, augment=AUGMENT)
-    search = run_grid([config], build_model=build, train=train, val=val, fit_kwargs=kwargs, device="cpu")
-    result = cnn.compare_augmentation(config, search, use_augment=True, build_model=build, train=train, val=val,
-                                      fit_kwargs=kwargs, device="cpu")
-    on, off = (c["name"] for c in cnn.augmentation_configs(config))
+    base = settings(batch_size=32)
+    configs = [{"name": "max + batch_norm", "pool": "max", "norm": "batch_norm"}]
+    search = run_experiment(configs, base=base, train_one=cnn.train_one, train=train, val=val, device="cpu")
+    result = cnn.compare_augmentation(configs[0], search, base=base, train=train, val=val, device="cpu")
+    on, off = "max + batch_norm + augmentation", "max + batch_norm, no augmentation"
     assert set(result["table"]["name"]) == {on, off} and len(result["table"]) == 2
-    assert result["histories"][on] is search["histories"][config["name"]]
+    assert result["histories"][on] is search["histories"]["max + batch_norm"]  # augment=True: the search's run
     assert dict(zip(result["table"]["name"], result["table"]["augment"])) == {on: True, off: False}
     # the premise of the reuse: a seeded run repeats exactly
-    again = run_grid([{**config, "name": on, "augment": True}], build_model=build, train=train, val=val,
-                     fit_kwargs=kwargs, device="cpu")
+    again = run_experiment([{**configs[0], "name": on, "augment": True}], base=base, train_one=cnn.train_one,
+                           train=train, val=val, device="cpu")
     for key in ("train_loss", "val_loss"):
-        assert again["histories"][on].column(key) == search["histories"][config["name"]].column(key)
+        assert again["histories"][on].column(key) == search["histories"]["max + batch_norm"].column(key)
     text = cnn.augmentation_observations(result["table"])
     row = result["table"].set_index("name")
     assert f"{row.loc[on, 'val_acc']:.2%} on" in text and f"({row.loc[off, 'val_acc']:.2%} off" in text
 
 
-# --- initialisation -----------------------------------------------------------------------------------
+# --- initialisation ---------------------------------------------------------------------------------------------
 
 
 def weights(model, kind=nn.Linear):
-    """The first layer of ``kind`` with many weights (the 1152 x 64 hidden layer), so statistics are tight."""
+    """The layer of ``kind`` with the most weights (the 1152 x 64 hidden layer), so statistics are tight."""
     return max((m for m in model.modules() if isinstance(m, kind)), key=lambda m: m.weight.numel())
 
 
+def strong(init="default", seed=1):
+    return cnn.build_model(settings(SEARCH_BASE, init=init), num_classes=10, seed=seed)
+
+
 def test_init_default_keeps_pytorch_weights():
-    torch.manual_seed(0)
-    plain = cnn.build_strong_cnn(seed=1)
-    again = cnn.build_strong_cnn(init="default", seed=1)
+    plain, again = strong(seed=1), strong(seed=1)
     assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), again.parameters()))
     layer = weights(plain)
     bound = 1 / math.sqrt(layer.in_features)  # PyTorch's kaiming_uniform(a=sqrt(5)) bound
@@ -159,8 +214,8 @@ def test_init_default_keeps_pytorch_weights():
 
 @pytest.mark.parametrize("scheme", ["xavier", "he", "normal"])
 def test_init_schemes_change_the_weights_as_named(scheme):
-    default = cnn.build_strong_cnn(seed=1)
-    model = cnn.build_strong_cnn(init=scheme, seed=1)
+    default = strong()
+    model = strong(scheme)
     layer, conv = weights(model), weights(model, nn.Conv2d)
     fan_in, fan_out = layer.in_features, layer.out_features
     std = layer.weight.std().item()
@@ -178,6 +233,20 @@ def test_init_schemes_change_the_weights_as_named(scheme):
         assert std == pytest.approx(0.02, rel=0.03) and abs(layer.weight.mean().item()) < 1e-3
     # the initialisation survives the conversion to channels-last
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_init_per_layer_type():
+    default, model = strong(), strong({"linear": "normal", "conv": "he"})
+    layer, conv = weights(model), weights(model, nn.Conv2d)
+    assert layer.weight.std().item() == pytest.approx(0.02, rel=0.03)
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / conv.weight[0].numel()), rel=0.05)
+    only_linear = strong({"linear": "normal"})
+    assert torch.equal(weights(only_linear, nn.Conv2d).weight, weights(default, nn.Conv2d).weight)
+    assert weights(only_linear).weight.std().item() == pytest.approx(0.02, rel=0.03)
+    cfg = config(init={"linear": "normal", "conv": "he"})
+    assert cfg.init == {"linear": "normal", "conv": "he"}
+    with pytest.raises(ConfigError, match="init layer type='rnn': unknown; allowed: linear, conv"):
+        config(init={"rnn": "he"})
 
 
 # --- augmentation --------------------------------------------------------------------------------------
@@ -219,9 +288,11 @@ def test_class_subset_remaps_labels_and_names(fake_data_dir, fake_sets):
     dresses = original.X[original.y == 3]
     assert torch.equal(splits["test"].X[splits["test"].y == 1], dresses)
     assert [CLASS_NAMES[c] for c in SUBSET] == SUBSET_NAMES
-    model = cnn.build_strong_cnn(num_classes=len(SUBSET), seed=0)
-    assert model(splits["test"].X[:4]).shape == (4, 5)
-    history = one_step(cnn.build_grid_cnn(num_classes=5, seed=0), num_classes=5)
+    model = strong()
+    five = cnn.build_model(settings(SEARCH_BASE), num_classes=len(SUBSET), seed=0)
+    assert five(splits["test"].X[:4]).shape == (4, 5)
+    assert count_parameters(model)["total"] - count_parameters(five)["total"] == 5 * (64 + 1)
+    history = one_step(settings(), num_classes=5)["history"]
     assert math.isfinite(history[0]["train_loss"])
 
 
@@ -229,14 +300,14 @@ def test_class_subset_remaps_labels_and_names(fake_data_dir, fake_sets):
 
 
 def test_feature_maps_of_the_first_block():
-    model = cnn.build_strong_cnn(seed=0).train()
+    model = strong().train()
     X = fake_image_set(3).X
     maps = cnn.feature_maps(model, X)
     assert maps.shape == (3, 32, 28, 28)  # full resolution: read before the pooling
     assert maps.min() >= 0  # after the ReLU
     assert model.training  # the mode is restored
     assert cnn.feature_maps(model, X, block=2).shape == (3, 128, 7, 7)
-    assert cnn.feature_maps(cnn.build_grid_cnn(seed=0), X).shape == (3, 8, 24, 24)
+    assert cnn.feature_maps(cnn.build_model(settings(), num_classes=10), X).shape == (3, 8, 24, 24)
     with pytest.raises(ValueError, match="block=3"):
         cnn.feature_maps(model, X, block=3)
     fig = plot_feature_maps(maps, X, row_titles=["a", "b", "c"], max_maps=4, title="maps")
@@ -247,53 +318,60 @@ def test_feature_maps_of_the_first_block():
 # --- parameters ------------------------------------------------------------------------------------------
 
 
-def params(**changes) -> dict:
-    base = {"profile": "smoke", "seed": 0, "data_dir": None, "output_dir": None, "classes": None, "optimizer": "sgd",
-            "lr": cnn.resolve_lr(None, changes.get("optimizer", "sgd")), "momentum": 0.9, "weight_decay": 5e-4,
-            "init": "default", "schedule": "onecycle", "label_smoothing": 0.1, "batch_size": 128,
-            "poolings": ["max", "avg"], "norms": ["batch_norm", "dropout"], "grid_dropout": 0.2,
-            "conv_dropouts": None, "head_dropouts": None, "hidden_sizes": None, "augment": True, "aug_rotation": 5.0,
-            "aug_noise_std": 0.02, "aug_hflip": True, "aug_brightness": 0.1, "aug_contrast": 0.1,
-            "aug_crop_padding": 0, "aug_erasing": 0.0, "grid_epochs": None, "search_epochs": None,
-            "final_epochs": None, "final_augment": None, "grid_per_class": None, "search_per_class": None,
-            "val_fraction": 0.15, "stratified": True, "train_per_class": None, "test_per_class": None, "device": "cpu",
-            "author_name": "A", "author_id": "1", "course": "DL"}
-    return {**base, **changes}
-
-
-def test_config_fills_profile_values_and_lr():
-    cfg = make_config("cnn", **params(profile="quick", optimizer="adam", init="xavier", classes=SUBSET))
-    assert cfg.final_epochs == cnn.PROFILES["quick"]["final_epochs"] and cfg.lr == 1e-3
+def test_config_fills_profile_values():
+    cfg = config(profile="quick", optimizer="adam", init="xavier", classes=SUBSET)
+    assert cfg.final_epochs == cnn.PROFILES["quick"]["final_epochs"] and cfg.lr is None
     assert cfg.classes == SUBSET and cfg.init == "xavier"
     assert augment_from(cfg) == Augment(rotation=5.0, noise_std=0.02, hflip=True, brightness=0.1, contrast=0.1)
     assert "rotation=5.0" in cfg.augmentation
-    assert make_config("cnn", **params(augment=False)).augmentation == "none"
+    assert config(augment=False).augmentation == "none"
     assert cfg.final_augment == "same" and cfg.final_augmentation == cfg.augmentation
-    full = make_config("cnn", **params(profile="full"))
+    full = config(profile="full")
     assert full.final_augment == "flip" and full.final_augmentation == "hflip=True"
     assert "rotation=5.0" in full.augmentation  # the comparisons keep the aug_* augmentation
-    assert make_config("cnn", **params(final_augment="none")).final_augmentation == "none"
-    assert cnn.resolve_lr(0.2, "adam") == 0.2 and cnn.resolve_lr(None, "sgd") == 0.05
+    assert config(final_augment="none").final_augmentation == "none"
+    assert cnn.resolve_lr(None, "adam") == 1e-3 and cnn.resolve_lr(None, "sgd") == 0.05
 
 
 @pytest.mark.parametrize("name, value", [
-    ("poolings", ["max", "min"]), ("norms", []), ("optimizer", "rmsprop"), ("init", "glorot"),
+    ("poolings", ["max", "min"]), ("norms", []), ("optimizer", "adagrad"), ("init", "glorot"),
     ("aug_rotation", -5), ("conv_dropouts", [0.1, 1.0]), ("hidden_sizes", [64, 64]), ("final_epochs", 0),
-    ("label_smoothing", 1.0), ("search_per_class", 2.5), ("augment", "yes"),
-    ("final_augment", "mixup"),
+    ("label_smoothing", 1.0), ("search_per_class", 2.5), ("augment", "yes"), ("final_augment", "mixup"),
+    ("architecture", "tiny"), ("search_architecture", "tiny"), ("pool", "min"), ("dense_dropout", 1.0),
+    ("repeats", 0), ("evaluate_test", "some"),
 ])
 def test_bad_parameters_name_themselves(name, value):
     with pytest.raises(ConfigError, match=name) as info:
-        make_config("cnn", **params(**{name: value}))
+        config(**{name: value})
     assert "allowed" in str(info.value) or "must be" in str(info.value)  # Augment's own messages say "must be"
+
+
+def test_a_grid_architecture_too_large_is_refused_before_training():
+    too_large = {"blocks": [{"channels": 4}, {"channels": 8, "kernel": 20, "padding": 0}], "dense": [16]}
+    with pytest.raises(ConfigError) as info:
+        config(grid={"optimizer": ["sgd"], "architecture": ["course", too_large]})
+    message = str(info.value)
+    assert message.startswith("grid configuration 2 (sgd + architecture conv 4/8, fc 16): ")
+    assert "block 2: kernel=20 is larger than its 14x14 input" in message
+    with pytest.raises(ConfigError, match=r"search configuration 1 \(.*\): parameter architecture block 1: pool='min'"):
+        config(search={"architecture": [{"blocks": [{"channels": 4, "pool": "min"}]}]})
+    with pytest.raises(ConfigError, match="search_architecture block 2: kernel=20"):
+        config(search_architecture=too_large)
+
+
+def test_a_grid_cannot_vary_what_is_fixed_for_the_report():
+    with pytest.raises(ConfigError, match="'classes' cannot vary between runs"):
+        config(grid={"classes": [[1, 2]]})
+    with pytest.raises(ConfigError, match="'hidden_sizes' is not a parameter of a run; allowed: architecture, pool"):
+        config(search={"hidden_sizes": [[32]]})
 
 
 def test_augment_on_needs_some_augmentation():
     off = {f"aug_{k}": v for k, v in {"rotation": 0, "noise_std": 0, "hflip": False, "brightness": 0, "contrast": 0,
                                       "crop_padding": 0, "erasing": 0}.items()}
     with pytest.raises(ConfigError, match="augment=True"):
-        make_config("cnn", **params(**off))
-    assert make_config("cnn", **params(augment=False, **off)).augmentation == "none"
+        config(**off)
+    assert config(augment=False, **off).augmentation == "none"
 
 
 def test_final_augmentation_choices():

@@ -136,3 +136,27 @@ def test_transfer_task_from_a_folder(tmp_path):
     assert task["train"].X.shape == (6, 3, 32, 32)
     assert len(task["val"]) == 4 and len(task["test"]) == 8
     assert task["train"].class_names == list(CLASSES)
+
+
+def test_a_val_folder_is_read_as_the_validation_set(tmp_path):
+    root = make_folder(tmp_path / "d", n_train=5, n_test=2)
+    for k, name in enumerate(CLASSES):
+        for i in range(3):
+            write_image(root / "val" / name / f"{i}.png", 40 + 100 * k)
+    assert [p.name for p in scan_image_folder(root)["val"]["normal"]] == ["0.png", "1.png", "2.png"]
+    splits = load_folder_splits(root, image_size=8, val_fraction=0.2, seed=0)
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (10, 6, 4)  # train/ is not split
+    assert splits["validation"] == "val/ folder" and splits["val"].class_names == list(CLASSES)
+    assert splits["val"].y.tolist() == [0, 0, 0, 1, 1, 1]
+    plain = load_folder_splits(make_folder(tmp_path / "plain", n_train=5, n_test=2), image_size=8, val_fraction=0.2)
+    assert plain["validation"] == "held out from train/" and len(plain["train"]) + len(plain["val"]) == 10
+
+
+def test_a_val_folder_may_lack_a_class_but_not_add_one(tmp_path):
+    root = make_folder(tmp_path / "d", n_train=3, n_test=1)
+    write_image(root / "val" / "normal" / "0.png", 140)
+    out = load_image_folder(root, image_size=8)
+    assert out["val"].y.tolist() == [1] and out["val"].class_names == list(CLASSES)
+    write_image(root / "val" / "unknown" / "0.png", 10)
+    with pytest.raises(ImageFolderError, match=r"\['unknown'\] in val/ are missing from train/"):
+        scan_image_folder(root)

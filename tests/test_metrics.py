@@ -14,6 +14,8 @@ from helpers.metrics import (
     confident_mistakes,
     evaluate,
     history_frame,
+    inference_latency,
+    latency_frame,
     most_confused,
     pair_examples,
     per_class_accuracy,
@@ -170,3 +172,22 @@ def test_evaluate_real_model_on_fake_data(fake_sets):
     assert out["accuracy"] > 0.5
     assert out["report"].loc["accuracy", "precision"] == pytest.approx(out["accuracy"])
     assert out["per_class"]["support"].tolist() == [10] * 10
+
+
+def test_inference_latency_measures_the_model_and_restores_its_mode():
+    from helpers.models import build_mlp, count_parameters
+
+    model = build_mlp(hidden_sizes=(16,), activation="relu", batch_norm=True).train()
+    X = torch.rand(40, 1, 28, 28)
+    out = inference_latency(model, X, large_batch=32, rounds=3, device="cpu")
+    assert set(out) == {"device", "ms_per_image_batch1", "images_per_second", "large_batch", "parameters", "size_mb"}
+    assert out["device"] == "cpu" and out["large_batch"] == 32
+    assert out["ms_per_image_batch1"] > 0 and out["images_per_second"] > 0
+    assert out["parameters"] == count_parameters(model)["total"] == 784 * 16 + 16 + 2 * 16 + 16 * 10 + 10
+    # float32 weights plus the batch-norm and standardisation buffers
+    assert out["size_mb"] * 2**20 == sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    assert model.training
+    assert inference_latency(model, X[:5], large_batch=32, rounds=1, device="cpu")["large_batch"] == 5  # all there is
+    frame = latency_frame(out)
+    assert frame.loc["parameters", "value"] == f"{out['parameters']:,}"
+    assert frame.loc["device", "value"] == "cpu" and "throughput, batch of 32" in frame.index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -12,10 +13,12 @@ from torch import nn
 from helpers.data import to_patches
 from helpers.models import (
     ACTIVATIONS,
+    PatchEmbed,
     Patchify,
     Standardize,
     build_cnn,
     build_mlp,
+    check_init,
     conv_block,
     count_parameters,
     init_weights,
@@ -105,17 +108,40 @@ def test_standardize_uses_fashion_statistics():
     assert torch.allclose(Standardize()(x), torch.ones_like(x))
 
 
-@pytest.mark.parametrize("p", [4, 7])
-def test_patch_mlp(p):
-    model = build_mlp(patch_size=p, hidden_sizes=(32,), standardize=False)
-    assert isinstance(model[0], Patchify)
+def test_patchify_only_reorders_the_pixels():
     X = batch()[0]
-    assert torch.equal(model[0](X), to_patches(X, p).flatten(1))
-    assert model[0](X).shape == (8, 784)
+    assert torch.equal(Patchify(4)(X), to_patches(X, 4).flatten(1))
+    assert Patchify(7)(X).shape == (8, 784) and torch.equal(Patchify(7)(X).sort(1).values, X.flatten(1).sort(1).values)
+
+
+@pytest.mark.parametrize("p, features", [(4, 16), (7, 8)])
+def test_patch_mlp_embeds_each_patch_with_one_shared_layer(p, features):
+    model = build_mlp(patch_size=p, patch_features=features, hidden_sizes=(32,), activation="relu", standardize=False)
+    embed = model[0]
+    assert isinstance(embed, PatchEmbed)
+    X = batch()[0]
+    patches = (28 // p) ** 2
+    assert embed(X).shape == (8, patches * features)
+    assert model[1].in_features == patches * features
     assert model(X).shape == (8, 10)
-    # same parameter count as the plain MLP: patches only reorder the 784 inputs
-    assert count_parameters(model) == count_parameters(build_mlp(hidden_sizes=(32,), standardize=False))
+    # one linear layer of p*p inputs and `features` outputs, the same for every patch
+    assert torch.allclose(embed(X).detach().reshape(8, patches, features),
+                          torch.relu(to_patches(X, p) @ embed.proj.weight.detach().T + embed.proj.bias.detach()), atol=1e-6)
+    # not a reordering of the pixels: the parameters are those of the shared layer and a hidden layer of its width
+    plain = count_parameters(build_mlp(hidden_sizes=(32,), standardize=False))["total"]
+    patched = count_parameters(model)["total"]
+    assert patched == (p * p * features + features) + (patches * features * 32 + 32) + (32 * 10 + 10)
+    assert patched != plain
     one_step(model)
+
+
+def test_patch_embed_codes_identical_patches_identically():
+    X = torch.zeros(1, 1, 28, 28)
+    X[0, 0, :7, :7] = torch.rand(7, 7)
+    X[0, 0, 7:14, 7:14] = X[0, 0, :7, :7]  # patch (1, 1) repeats patch (0, 0)
+    codes = PatchEmbed(7, 5)(X).detach().reshape(16, 5)
+    assert torch.allclose(codes[0], codes[5], atol=1e-6)
+    assert not torch.allclose(codes[0], codes[1])  # an empty patch gets another code
 
 
 def test_patch_mlp_bad_patch_size():
@@ -269,6 +295,42 @@ def test_init_layer_types_and_seed():
 def test_init_bad_arguments(kwargs, pattern):
     with pytest.raises(ValueError, match=re.escape(pattern)):
         init_weights(build_mlp(hidden_sizes=(4,)), **kwargs)
+
+
+def test_init_per_layer_type():
+    torch.manual_seed(0)
+    reference = build_cnn(blocks=[{"channels": 64, "batch_norm": False}], hidden_sizes=(512,))
+    model = copy.deepcopy(reference)
+    init_weights(model, {"linear": "normal", "conv": "he"}, seed=0)
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    hidden = linears(model)[0]  # 64 * 14 * 14 inputs: tight statistics
+    assert float(hidden.weight.detach().std()) == pytest.approx(0.02, rel=0.02)
+    assert abs(float(hidden.weight.detach().mean())) < 1e-3
+    assert float(conv.weight.detach().std()) == pytest.approx(math.sqrt(2 / (1 * 3 * 3)), rel=0.1)  # He: fan-in 9
+    assert all(torch.count_nonzero(m.bias) == 0 for m in linears(model) + [conv])
+    # a layer type left out keeps PyTorch's own initialisation
+    only_linear = init_weights(copy.deepcopy(reference), {"linear": "normal"}, seed=0)
+    conv_before = next(m for m in reference.modules() if isinstance(m, nn.Conv2d))
+    conv_after = next(m for m in only_linear.modules() if isinstance(m, nn.Conv2d))
+    assert torch.equal(conv_before.weight, conv_after.weight) and torch.equal(conv_before.bias, conv_after.bias)
+    assert float(linears(only_linear)[0].weight.detach().std()) == pytest.approx(0.02, rel=0.02)
+    # seeded: the same mapping and seed give the same weights
+    again = init_weights(copy.deepcopy(reference), {"linear": "normal", "conv": "he"}, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+
+
+def test_check_init_values():
+    assert check_init("he") == "he"
+    assert check_init({"conv": "xavier"}) == {"conv": "xavier"}
+    with pytest.raises(ValueError, match=re.escape("init layer type='rnn': unknown; allowed: linear, conv")):
+        check_init({"rnn": "he"})
+    with pytest.raises(ValueError, match=re.escape("init['conv']='glorot': unknown; allowed: default, xavier")):
+        check_init({"conv": "glorot"})
+    for bad in ({}, 3, None):
+        with pytest.raises(ValueError, match="or a mapping of layer type"):
+            check_init(bad)
+    with pytest.raises(ValueError, match="init layer type='rnn'"):
+        init_weights(build_mlp(hidden_sizes=(4,)), {"rnn": "he"})
 
 
 # --- summary --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from helpers.runner import NOTEBOOKS_DIR, notebook_path
 
 FIGURES = ("samples", "grid_val_accuracy", "learning_curves", "learning_curves_overlay", "confusion_matrix",
            "per_class_accuracy", "confused_examples")
+SUBSET_NAMES = ["Trouser", "Dress", "Sandal", "Sneaker", "Ankle boot"]
 
 
 def execute(tmp_path, **params):
@@ -74,8 +75,8 @@ def test_report_text_comes_from_the_run(smoke_run):
 @pytest.mark.parametrize("name, value, expected", [
     ("optimizers", ["adam", "adagrad"], "optimizers"),
     ("profile", "fast", "profile"),
-    ("val_fraction", 1.5, "val_fraction"),
     ("classes", [1, 3, 3], "repeated"),
+    ("grid", {"lr": [0.01, -1]}, "grid configuration 2 (lr -1): parameter lr=-1"),
 ])
 def test_bad_parameters_stop_before_training(tmp_path, fake_data_dir, name, value, expected):
     params = {"profile": "smoke", "data_dir": str(fake_data_dir), "output_dir": str(tmp_path / "out"), name: value}
@@ -87,12 +88,42 @@ def test_bad_parameters_stop_before_training(tmp_path, fake_data_dir, name, valu
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-def test_class_subset_names_in_metrics(tmp_path, fake_data_dir):
-    execute(tmp_path, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp_path / "out"),
-            classes=[1, 3, 5, 7, 9], optimizers=["adam"], regularizers=["none"])
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["data"]["class_names"] == ["Trouser", "Dress", "Sandal", "Sneaker", "Ankle boot"]
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory, fake_data_dir):
+    """A grid of its own (depth x activation), two seeds per configuration, every configuration tested, on a class
+    subset."""
+    tmp = tmp_path_factory.mktemp("mlp_grid")
+    nb = execute(tmp, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp / "out"),
+                 classes=[1, 3, 5, 7, 9], grid={"hidden_sizes": [[16], [16, 8]], "activation": ["relu", "tanh"]},
+                 repeats=2, evaluate_test="all")
+    return nb, json.loads((tmp / "out" / "metrics.json").read_text()), tmp / "out"
+
+
+def test_class_subset_names_in_metrics(grid_run):
+    _, metrics, _ = grid_run
+    assert metrics["data"]["class_names"] == SUBSET_NAMES
     assert len(metrics["best"]["test"]["confusion_matrix"]) == 5
+
+
+def test_grid_with_repeats_and_every_configuration_tested(grid_run):
+    nb, metrics, out = grid_run
+    assert metrics["repeats"] == 2 and metrics["evaluate_test"] == "all"
+    configs = metrics["configurations"]
+    assert sorted((c["hidden_sizes"], c["activation"]) for c in configs) == [
+        ([16], "relu"), ([16], "tanh"), ([16, 8], "relu"), ([16, 8], "tanh")]
+    for c in configs:
+        assert 0 <= c["val_acc_mean"] <= 1 and c["val_acc_std"] >= 0 and "val_acc" not in c
+        assert 0 <= c["test_acc_mean"] <= 1 and c["repeats"] == 2
+        assert list(c["test_per_class"]) == SUBSET_NAMES
+    assert [c["val_acc_mean"] for c in configs] == sorted((c["val_acc_mean"] for c in configs), reverse=True)
+    # the best is chosen on validation accuracy (ties: the faster), not on the test accuracies shown beside it
+    top = max(c["val_acc_mean"] for c in configs)
+    assert metrics["best"]["name"] in {c["name"] for c in configs if c["val_acc_mean"] == top}
+    text = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "**4** configurations varying `hidden_sizes`, `activation`, each trained with 2 seeds (8 runs)" in text
+    assert "**Run-to-run spread:** over 2 seeds" in text
+    assert "**Test accuracy of every configuration** is shown for comparison only" in text
+    assert (out / "per_class_comparison.png").stat().st_size > 5_000
 
 
 def _real_data_reason():

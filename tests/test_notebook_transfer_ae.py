@@ -10,8 +10,8 @@ import pytest
 
 from helpers.runner import NOTEBOOKS_DIR, notebook_path
 
-TRANSFER_FIGURES = ("samples", "pretraining_curves", "learning_curves", "test_accuracy", "confusion_matrix",
-                    "per_class_accuracy")
+TRANSFER_FIGURES = ("samples", "pretraining_curves", "learning_curves", "learning_curves_overlay", "test_accuracy",
+                    "per_class_comparison", "confusion_matrix", "per_class_accuracy")
 AE_FIGURES = ("reconstruction_curves", "reconstructions", "latent_pca", "latent_tsne", "classifier_curves",
               "confusion_matrix", "per_class_accuracy", "architecture_reconstruction_curves",
               "architecture_classifier_curves", "epochs_curves")
@@ -61,7 +61,9 @@ def test_parameters_cell_first_and_no_committed_outputs(section):
     nb = nbformat.read(str(notebook_path(section)), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
-    assert f'make_config(\n    "{section}"' in code[1].source
+    # the section's config call (the notebook's globals(), or, for a notebook not yet on the engine, keywords)
+    assert f'make_config("{section}", globals())' in code[1].source or f'make_config(\n    "{section}"' in code[1].source
+    assert "from helpers import grid" not in code[1].source  # a module named grid would hide the grid parameter
     assert all(not c.get("outputs") for c in code), "notebooks are committed without outputs"
 
 
@@ -73,25 +75,36 @@ def test_transfer_smoke_report(transfer_run):
     assert (m["section"], m["profile"], m["seed"]) == ("transfer", "smoke", 0)
     p = m["parameters"]
     assert (p["epochs"], p["image_size"], p["labels_per_class"], p["weights"]) == (1, 32, 10, "pretrain")
+    assert p["grid"] == {"backbone": ["resnet18"], "mode": ["scratch", "frozen", "finetune"]}
+    assert (m["repeats"], m["evaluate_test"]) == (1, "all")
     assert m["data"]["classes"] == [1, 3, 5, 7, 9] and m["data"]["class_names"] == TARGET_NAMES
     assert m["data"]["sizes"] == {"train": 50, "val": 15, "test": 50}
-    assert m["data"]["pretraining"]["classes"] == [0, 2, 4, 6, 8]
+    assert m["data"]["pretraining"]["classes"] == [0, 2, 4, 6, 8] and m["data"]["dataset"] == "fashion_mnist"
     rows = {r["mode"]: r for r in m["configurations"]}
-    assert list(rows) == ["scratch", "frozen", "finetune"]
+    assert set(rows) == {"scratch", "frozen", "finetune"}
     assert rows["frozen"]["params"] < rows["finetune"]["params"] and rows["frozen"]["frozen_params"] > 0
+    assert rows["scratch"]["weights"] == "random" and "T-shirt/top" in rows["finetune"]["weights"]
     assert all(r["seconds"] > 0 and 0 <= r["test_acc"] <= 1 for r in rows.values())
-    assert set(m["histories"]) == set(m["results"]) == {r["name"] for r in rows.values()}
+    assert all(set(r["test_per_class"]) == set(TARGET_NAMES) for r in rows.values())
+    assert set(m["histories"]) == {r["name"] for r in rows.values()} == {"resnet18 + scratch", "resnet18 + frozen",
+                                                                        "resnet18 + finetune"}
     best = m["best"]
-    assert best["name"] in m["results"] and best["mode"] in rows
+    by_name = {r["name"]: r for r in m["configurations"]}
+    assert best["name"] in by_name and best["config"]["mode"] in rows
+    # the comparison's own model is the final one: its test accuracy is the table's
+    assert best["test"]["accuracy"] == pytest.approx(by_name[best["name"]]["test_acc"])
+    assert by_name[best["name"]]["val_acc"] == max(r["val_acc"] for r in m["configurations"])
     assert sum(map(sum, best["test"]["confusion_matrix"])) == 50
     assert set(best["test"]["per_class_accuracy"]) == set(TARGET_NAMES)
-    assert m["pretraining"]["resnet18"]["history"] and m["environment"]["torch"] and m["wall_seconds"] > 0
+    assert best["latency"]["ms_per_image_batch1"] > 0 and "not retrained" in m["final_model"]
+    assert list(m["pretraining"]) == ["resnet18"] and m["pretraining"]["resnet18"]["history"]
+    assert m["environment"]["torch"] and m["wall_seconds"] > 0
     assert (out / "checkpoints" / "pretrained_resnet18.pt").is_file()
     for name in TRANSFER_FIGURES:
         assert (out / f"{name}.png").stat().st_size > 5_000, name
     text = markdown_text(nb)
-    assert "Ada Lovelace" in text and "**Best by validation accuracy:**" in text
-    assert f"{best['test']['accuracy']:.2%}" in text
+    assert "Ada Lovelace" in text and "**Best configuration:**" in text and "against training from scratch" in text
+    assert f"{best['test']['accuracy']:.2%}" in text and "chosen on validation accuracy" in text
 
 
 def test_transfer_reuses_its_saved_checkpoint(transfer_run, tmp_path, fake_data_dir):
@@ -102,6 +115,46 @@ def test_transfer_reuses_its_saved_checkpoint(transfer_run, tmp_path, fake_data_
     assert m["pretraining"] == {} and m["data"]["pretraining"] is None
     assert [r["mode"] for r in m["configurations"]] == ["frozen"]
     assert "checkpoint pretrained_resnet18.pt" in m["configurations"][0]["weights"]
+
+
+def test_transfer_with_a_grid_of_its_own(tmp_path, fake_data_dir):
+    """Any run setting may vary; pretraining is still done once; evaluate_test='best' tests only the chosen one."""
+    nb = execute("transfer", tmp_path, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp_path / "out"),
+                 grid={"mode": ["frozen", "finetune"], "lr": [0.001, 0.01]}, frozen_epochs=2, evaluate_test="best")
+    out = tmp_path / "out"
+    m = json.loads((out / "metrics.json").read_text())
+    configs = {r["name"]: r for r in m["configurations"]}
+    assert set(configs) == {"frozen + lr 0.001", "frozen + lr 0.01", "finetune + lr 0.001", "finetune + lr 0.01"}
+    assert {(r["mode"], r["lr"]) for r in configs.values()} == {(a, b) for a in ("frozen", "finetune")
+                                                                for b in (0.001, 0.01)}
+    assert all("test_acc" not in r for r in configs.values())  # only the chosen configuration saw the test set
+    assert [len(m["histories"][n]) for n in ("frozen + lr 0.001", "finetune + lr 0.001")] == [2, 1]
+    assert list(m["pretraining"]) == ["resnet18"]  # one pretraining for the four configurations
+    assert m["best"]["name"] in configs and 0 <= m["best"]["test"]["accuracy"] <= 1
+    assert (out / "val_accuracy.png").is_file() and not (out / "per_class_comparison.png").exists()
+    text = markdown_text(nb)
+    assert "compares **4** configurations varying `mode`, `lr`" in text and "**lr:** mean val acc" in text
+
+
+def test_transfer_on_a_three_class_folder_without_classes(tmp_path, fake_data_dir):
+    """A folder's classes all count when classes is None; its val/ images are the validation set."""
+    import numpy as np
+    from PIL import Image
+
+    root, rng = tmp_path / "pets", np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2), ("test", 3)):
+        for k, name in enumerate(("cat", "dog", "fox")):
+            for i in range(n):
+                (root / split / name).mkdir(parents=True, exist_ok=True)
+                pixels = rng.integers(0, 40, (24, 24, 3)) + 60 * k
+                Image.fromarray(pixels.astype(np.uint8), mode="RGB").save(root / split / name / f"{i}.png")
+    execute("transfer", tmp_path, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp_path / "out"),
+            dataset=str(root), modes=["scratch", "frozen"])
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["parameters"]["classes"] is None
+    assert m["data"]["class_names"] == ["cat", "dog", "fox"] and m["data"]["classes"] == [0, 1, 2]
+    assert m["data"]["sizes"] == {"train": 18, "val": 6, "test": 9} and m["data"]["validation"] == "val/ folder"
+    assert len(m["best"]["test"]["confusion_matrix"]) == 3 and list(m["pretraining"]) == ["resnet18"]
 
 
 def test_autoencoder_smoke_report(ae_run):

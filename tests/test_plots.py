@@ -159,6 +159,27 @@ def test_plot_grid_results_one_bar_per_row_labelled_with_its_value():
     assert ax.get_xlabel() == "val acc" and ax.get_title() == "Validation"
 
 
+def test_plot_grid_results_error_bars_with_repeats():
+    table = pd.DataFrame({"name": ["a", "b"], "val_acc": [0.8, 0.9], "val_acc_std": [0.02, 0.01]})
+    fig = plots.plot_grid_results(table, title="Validation")
+    ax = fig.axes[0]
+    assert [p.get_width() for p in ax.patches] == [0.8, 0.9]
+    assert ax.get_xlabel() == "val acc (mean ± std over seeds)"
+    # one horizontal error bar per bar, mean ± std wide
+    segments = [seg for c in ax.collections for seg in c.get_segments()]
+    assert sorted(round(float(seg[1][0] - seg[0][0]), 6) for seg in segments) == [0.02, 0.04]
+
+
+def test_plot_per_class_comparison_one_row_per_configuration_in_percent():
+    per_class = {"adam": {"Shirt": 0.5, "Bag": 0.9}, "sgd": {"Shirt": 0.625, "Bag": 1.0}}
+    fig = plots.plot_per_class_comparison(per_class, title="Per class")
+    ax = fig.axes[0]
+    assert ax.get_title() == "Per class" and ax.get_xlabel() == "class" and ax.get_ylabel() == "configuration"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["adam", "sgd"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Shirt", "Bag"]
+    assert [t.get_text() for t in ax.texts] == ["50.0", "90.0", "62.5", "100.0"]
+
+
 def test_plot_reconstructions_three_labelled_rows():
     rng = np.random.default_rng(0)
     clean, noisy, recon = (rng.random((5, 1, 8, 8)) for _ in range(3))
@@ -208,6 +229,7 @@ def test_every_plot_function_titles_its_figure():
         "projection": plots.plot_projection(np.zeros((4, 2)), np.arange(4), NAMES),
         "learning": plots.plot_learning_curves(HISTORIES),
         "history_grid": plots.plot_history_grid(HISTORIES),
+        "per_class_comparison": plots.plot_per_class_comparison({"a": {"x": 0.5}}),
         "feature_maps": plots.plot_feature_maps(np.zeros((2, 3, 4, 4))),
         "reconstructions": plots.plot_reconstructions(images, images, images),
     }

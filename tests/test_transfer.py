@@ -214,7 +214,7 @@ def test_same_head_start_in_every_mode_and_init_of_the_new_layers(tiny):
     he_ft, he_sc = heads["finetune", "he"], heads["scratch", "he"]
     assert torch.allclose(he_ft.head[0].weight, he_sc.head[0].weight, atol=1e-6)
     assert not torch.allclose(he_ft.head[0].weight, a, atol=1e-3)
-    assert float(he_ft.head[0].bias.abs().max()) < 1e-6  # init zeroes biases
+    assert float(he_ft.head[0].bias.detach().abs().max()) < 1e-6  # init zeroes biases
     conv = heads["scratch", "he"].backbone.conv1.weight  # scratch: the backbone too
     assert not torch.allclose(conv, heads["scratch", "default"].backbone.conv1.weight, atol=1e-3)
 
