@@ -64,7 +64,9 @@ def test_training_history_and_reconstruction_error(sets):
     history = ae_mod.fit_autoencoder(model, train, val, num_epochs=4, batch_size=20, lr=3e-3, noise_std=0.2,
                                      progress=False, device="cpu")
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
-    assert set(history[0]) == {"epoch", "train_loss", "val_loss", "lr", "seconds"}
+    # the one training loop's history: accuracies are None for a reconstruction task
+    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert history[0]["train_acc"] is None and history[0]["val_acc"] is None
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["val_loss"] < history[0]["val_loss"]
     recon = ae_mod.reconstruction_mse(model, val, noise_std=0.2, device="cpu")
@@ -132,7 +134,8 @@ def _params(**changes):
             "noise_std": 0.3, "epochs": None, "classifier_epochs": None, "batch_size": 100, "lr": 0.001,
             "classes": [1, 3, 5, 7, 9], "ae_classes": None, "encoder": "finetune", "classifier_hidden": [],
             "classifier_dropout": 0.0, "compare": True, "architectures": {"thin": [128, 32]}, "epoch_options": None,
-            "tsne_samples": None, "train_per_class": None, "test_per_class": None, "cnn_metrics": None}
+            "tsne_samples": None, "train_per_class": None, "test_per_class": None, "cnn_metrics": None,
+            "grid": None, "optimizer": "adam", "init": "default", "repeats": 1, "evaluate_test": "best"}
     return {**base, **changes}
 
 
@@ -142,9 +145,15 @@ def test_config_fills_the_profile_and_rejects_bad_values():
     for changes, name in [({"kind": "vae"}, "kind"), ({"architectures": {"x": []}}, "architectures"),
                           ({"architectures": [[64, 8]]}, "architectures"), ({"ae_classes": [1, 3]}, "ae_classes"),
                           ({"encoder": "thawed"}, "encoder"), ({"noise_std": -0.1}, "noise_std"),
-                          ({"bottleneck": 0}, "bottleneck")]:
+                          ({"bottleneck": 0}, "bottleneck"), ({"grid": {"ae_classes": [[1]]}}, "ae_classes"),
+                          ({"grid": {"lr": [0.001, -1.0]}}, "configuration 2"), ({"grid": {"depth": [1]}}, "depth")]:
         with pytest.raises(ConfigError, match=name):
             make_config("autoencoder", **_params(**changes))
+    grid = make_config("autoencoder", **_params(grid={"epochs": [2, 10, 20], "lr": [0.001, 0.01]})).grid_configs
+    assert [(c["epochs"], c["lr"]) for c in grid] == [(2, 0.001), (2, 0.01), (2, 0.001), (2, 0.01), (2, 0.001),
+                                                       (2, 0.01)]  # smoke caps the epochs at 2
+    default = make_config("autoencoder", **_params()).grid_configs
+    assert default == [{"name": "thin", "hidden_sizes": [128], "bottleneck": 32}]
 
 
 def test_observations_speak_from_the_numbers(sets):
