@@ -2,7 +2,8 @@
 
 Modules: ``data`` (finding, reading, splitting), ``augment`` (batch augmentation), ``models`` (builders,
 initialisation, summaries), ``training`` (``fit``), ``metrics`` (evaluation as data), ``plots`` (figures),
-``experiment`` (the grid engine), ``architecture`` (CNN specs), ``config`` (parameter validation and profiles), ``report`` (provenance,
+``experiment`` (the grid engine), ``architecture`` (CNN specs),
+``config`` (parameter validation and profiles), ``report`` (provenance,
 metrics files, observations).
 """
 
