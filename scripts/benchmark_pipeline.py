@@ -1,6 +1,6 @@
 """Training throughput of the strong CNN: the course reports' torchvision pipeline vs the toolkit's.
 
-Trains :func:`helpers.cnn.build_strong_cnn` for a fixed number of steps, with augmentation on, three ways:
+Trains the ``strong`` CNN preset (:mod:`helpers.architecture`) for a fixed number of steps, with augmentation on, three ways:
 
 * ``torchvision``: ``torchvision.datasets.FashionMNIST`` with per-sample ``torchvision.transforms``
   (RandomHorizontalFlip, RandomRotation, ColorJitter, ToTensor, Gaussian noise) through a ``DataLoader``,
@@ -40,7 +40,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from helpers import cnn, data  # noqa: E402
+from helpers import data  # noqa: E402
+from helpers.architecture import build_from_spec  # noqa: E402
 from helpers.augment import Augment  # noqa: E402
 from helpers.training import fit, seed_everything  # noqa: E402
 
@@ -88,7 +89,7 @@ def course_loader(root: str, args):
 def run_course(loader, *, channels_last: bool, args) -> float:
     """Images per second of a hand-written loop over ``loader`` (timed after ``args.warmup`` steps)."""
     seed_everything(args.seed)
-    model = cnn.build_strong_cnn(seed=args.seed)
+    model = strong_cnn(args.seed)
     if not channels_last:
         model = model.to(memory_format=torch.contiguous_format)
     steps = args.warmup + args.steps
@@ -113,6 +114,11 @@ def run_course(loader, *, channels_last: bool, args) -> float:
     return args.steps * args.batch_size / (time.perf_counter() - start)
 
 
+def strong_cnn(seed: int):
+    torch.manual_seed(seed)
+    return build_from_spec("strong")
+
+
 def run_toolkit(train: data.ImageSet, *, args) -> float:
     """Images per second of :func:`helpers.training.fit` over exactly ``args.steps`` batches (after a warm-up fit)."""
     augment = Augment(rotation=args.rotation, noise_std=args.noise_std, hflip=True, brightness=args.brightness,
@@ -120,7 +126,7 @@ def run_toolkit(train: data.ImageSet, *, args) -> float:
     kwargs = {"batch_size": args.batch_size, "optimizer": "sgd", "lr": args.lr, "momentum": 0.9, "nesterov": True,
               "weight_decay": 5e-4, "schedule": "onecycle", "label_smoothing": 0.1, "augment": augment,
               "seed": args.seed, "device": "cpu", "progress": False}
-    model = cnn.build_strong_cnn(seed=args.seed)
+    model = strong_cnn(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(train), generator=g)
     fit(model, train[order[:args.warmup * args.batch_size]], None, num_epochs=1, **kwargs)
