@@ -292,17 +292,20 @@ def train_classifier(ae: AutoEncoder, train: ImageSet, val: ImageSet, test: Imag
     return {"model": model, "history": history, "test": evaluate(model, test, device=device), "seconds": seconds}
 
 
-_RUNS: dict = {}  # (settings, seed, data) -> result: the main run and its twin in the grid are trained once
-
-
 def make_train_one(ae_sets: dict, test: ImageSet):
     """The engine's ``train_one`` for this section: an autoencoder on ``ae_sets`` (train/val), then a classifier
     on its encoder trained on the engine's ``train``/``val`` and tested on ``test``. The classifier is the run's
-    ``model`` and ``history``; the autoencoder, its history and its reconstruction numbers come along."""
+    ``model`` and ``history``; the autoencoder, its history and its reconstruction numbers come along.
+
+    Runs are remembered by this ``train_one`` (settings, seed, data), so the report's main run and its twin in the
+    grid are trained once; a new call of this function (new data) starts with nothing remembered.
+    """
+    done: dict = {}
+
     def train_one(s: dict, *, train: ImageSet, val: ImageSet | None, seed: int, desc: str = "autoencoder") -> dict:
-        key = (repr(sorted((k, repr(s[k])) for k in RUN_PARAMETERS)), seed, id(train), id(val), id(ae_sets["train"]))
-        if key in _RUNS:
-            return _RUNS[key]
+        key = (repr(sorted((k, repr(s[k])) for k in RUN_PARAMETERS)), seed, id(train), id(val))
+        if key in done:
+            return done[key]
         torch.manual_seed(seed)
         ae = build_autoencoder(s["kind"], hidden_sizes=s["hidden_sizes"], bottleneck=s["bottleneck"],
                                image_size=train.X.shape[-1], channels=train.X.shape[1])
@@ -320,7 +323,7 @@ def make_train_one(ae_sets: dict, test: ImageSet):
         out = {"model": clf["model"], "history": clf["history"], "ae": ae, "ae_history": ae_history, "classifier": clf,
                "row": {"ae_params": sum(p.numel() for p in ae.parameters()), "ae_train_mse": last.get("train_loss"),
                        "ae_val_mse": last.get("val_loss"), "ae_seconds": ae_seconds}}
-        _RUNS[key] = out
+        done[key] = out
         return out
     return train_one
 

@@ -192,8 +192,9 @@ def aggregate(rows: list[dict]) -> dict:
         return out
     for key in rows[0]:
         values = [r.get(key) for r in rows]
-        if key in METRICS or (key not in ("status", "params", "epochs_run") and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        # the metrics, and any float a section adds (e.g. reconstruction error); counts such as parameters are
+        # the same in every repeat and keep their one value
+        if key in METRICS or all(isinstance(v, float) for v in values):
             arr = np.array([np.nan if v is None else v for v in values], dtype=float)
             out[key] = float(np.nanmean(arr)) if np.isfinite(arr).any() else math.nan
             out[f"{key}_std"] = float(np.nanstd(arr, ddof=1)) if np.isfinite(arr).sum() > 1 else math.nan
@@ -240,7 +241,7 @@ def configuration_records(result: dict) -> list[dict]:
         for key, value in row.items():
             if key == "name" or key in result["varied"]:
                 continue
-            if result["repeats"] > 1 and key in METRICS:
+            if f"{key}_std" in row:
                 key = f"{key}_mean"
             rec[key] = value
         if row["name"] in result["per_class"]:

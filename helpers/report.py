@@ -217,7 +217,7 @@ def experiment_observations(result: dict, *, final: dict | None = None, metric: 
     parts.append(spread_observations(result["table"], metric=metric))
     if result.get("evaluate_test") == "all":
         parts.append("- **Test accuracy of every configuration** is shown for comparison only: the configuration "
-                     "retrained and reported as the result was still chosen on validation accuracy.")
+                     "reported as the result was still chosen on validation accuracy.")
     return "\n".join(p for p in parts if p)
 
 

@@ -587,14 +587,10 @@ def observations(result: dict, *, base: Mapping, best: dict | None = None, test_
     The generic ones are :mod:`helpers.report`'s (best, fastest, gaps, each factor, run-to-run spread); the
     best configuration's test result is that of its model from the comparison (not retrained).
     """
-    from .experiment import spread_observations
-    from .report import factor_observations, grid_observations
+    from .report import experiment_observations
 
     table = result["table"]
-    lines = [grid_observations(table, result["histories"])]
-    if len(result["varied"]) >= 2:
-        lines.append(factor_observations(table, result["varied"]))
-    lines.append(spread_observations(table))
+    lines = [experiment_observations(result)]
     lines += mode_observations(result, base=base)
     settings = dict(zip((c["name"] for c in result["configs"]), run_settings(result["configs"], base=base)))
     for _, row in table.iterrows():
