@@ -105,7 +105,10 @@ def author_block(*, cfg, title: str | None = None) -> str:
         (f"# {title}\n\n" if title else "")
         + f"**Author:** {cfg.author_name} ({cfg.author_id})  \n"
         f"**Course:** {cfg.course}  \n"
-        f"**Profile:** `{cfg.profile}` · **seed:** {cfg.seed} · **date:** {dt.date.today().isoformat()}"
+        f"**Profile:** `{cfg.profile}`"
+        + (" (every epoch count capped at 2: a check that each cell runs, not a result)" if cfg.profile == "smoke"
+           else "")
+        + f" · **seed:** {cfg.seed} · **date:** {dt.date.today().isoformat()}"
     )
 
 
