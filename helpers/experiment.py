@@ -113,6 +113,16 @@ def expand_grid(grid, *, varying: Iterable[str], name: str = "grid") -> list[dic
     return out
 
 
+def settings_of(config: Mapping, base: Mapping) -> dict:
+    """One run's full settings: the base parameters with the configuration's values over them."""
+    return {**base, **{k: v for k, v in config.items() if k != "name"}}
+
+
+def run_settings(configs: list[dict], *, base: Mapping) -> list[dict]:
+    """Each configuration's full settings (:func:`settings_of`)."""
+    return [settings_of(c, base) for c in configs]
+
+
 def varied_parameters(configs: list[dict]) -> list[str]:
     """The parameters that some configuration sets, in first-seen order."""
     return list(dict.fromkeys(k for c in configs for k in c if k != "name"))
@@ -138,7 +148,7 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
     varied = varied_parameters(configs)
     rows, histories, models, runs, per_class, outputs = [], {}, {}, [], {}, {}
     for config in configs:
-        settings = {**base, **{k: v for k, v in config.items() if k != "name"}}
+        settings = settings_of(config, base)
         rep_rows, rep_class = [], []
         for r in range(repeats):
             start = time.perf_counter()
@@ -219,7 +229,7 @@ def retrain_and_test(config: dict, *, base: Mapping, train_one: Callable, train:
 
     Returns ``{"model", "history", "test", "seconds", "settings"}``.
     """
-    settings = {**base, **{k: v for k, v in config.items() if k != "name"}, **overrides}
+    settings = {**settings_of(config, base), **overrides}
     data = concat(train, val) if val is not None and len(val) else train
     start = time.perf_counter()
     out = train_one(settings, train=data, val=None, seed=seed, desc=f"{config['name']} (final)")
@@ -329,7 +339,7 @@ def distinct_models(configs: list[dict], *, base, build, limit: int = 4) -> list
     report prints one summary per architecture rather than one per configuration."""
     seen, out = {}, []
     for c in configs:
-        model = build({**base, **{k: v for k, v in c.items() if k != "name"}})
+        model = build(settings_of(c, base))
         key = repr(model)
         if key in seen:
             seen[key].append(c["name"])

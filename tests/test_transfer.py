@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers import experiment, transfer
+from helpers import backbones, experiment, transfer
 from helpers.config import ConfigError, make_config
 from helpers.data import ImageSet, select_classes
 from helpers.metrics import evaluate
@@ -30,13 +30,13 @@ def tiny():
 
 
 def test_input_adapter_makes_three_normalized_channels_of_the_right_size():
-    adapter = transfer.InputAdapter(SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    adapter = backbones.InputAdapter(SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     out = adapter(torch.full((4, 1, 28, 28), 0.75))
     assert out.shape == (4, 3, SIZE, SIZE)
     assert torch.allclose(out, torch.ones_like(out), atol=1e-5)  # (0.75 - 0.5) / 0.25
     rgb = torch.rand(2, 3, 64, 64)
     assert adapter(rgb).shape == (2, 3, SIZE, SIZE)  # larger images are downsampled
-    same = transfer.InputAdapter(64)(rgb)
+    same = backbones.InputAdapter(64)(rgb)
     assert torch.allclose(same, (rgb - same.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
                           / same.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), atol=1e-5)
 
@@ -172,7 +172,7 @@ def count_pretraining(monkeypatch):
         calls.append((backbone, kwargs["image_size"]))
         return real(backbone, *args, **{**kwargs, "epochs": 1})
 
-    monkeypatch.setattr(transfer, "pretrain", counted)
+    monkeypatch.setattr(backbones, "pretrain", counted)  # BackboneWeights calls it there
     return calls
 
 
