@@ -302,8 +302,11 @@ def results_table(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             [(c, 1, 4) for c in ("train_loss", "val_loss", "test_loss")]:
         if col not in view:
             continue
-        if f"{col}_std" in table:  # repeats: mean ± standard deviation over the seeds
-            view[col] = [f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}" if pd.notna(m) else "–"
+        if f"{col}_std" in table:
+            # repeats: mean±std over the seeds, without spaces so that a narrow PDF column keeps it on one line
+            # (losses lose a digit for the width the std takes)
+            d = digits if scale == 100 else digits - 1
+            view[col] = [f"{m * scale:.{d}f}±{s * scale:.{d}f}" if pd.notna(m) else "–"
                          for m, s in zip(table[col], table[f"{col}_std"].fillna(0.0))]
         else:
             view[col] = (view[col] * scale).round(digits)

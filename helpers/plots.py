@@ -191,10 +191,11 @@ def plot_grid_results(table, *, x: str = "name", y: str = "val_acc", ax=None, ti
     order = table.sort_values(y)
     err = order[f"{y}_std"] if f"{y}_std" in order else None  # run-to-run spread when there are repeats
     ax.barh(order[x].astype(str), order[y], color="C2", xerr=err, ecolor="0.3", capsize=3)
+    ends = order[y] + (err.fillna(0) if err is not None else 0)  # labels right of the error bars
     lo = float(order[y].min())
-    ax.set_xlim(max(0.0, lo - 0.05), min(1.0, float(order[y].max()) + 0.02))
-    for i, v in enumerate(order[y]):
-        ax.text(v, i, f" {v:.2%}", va="center", fontsize=8)
+    ax.set_xlim(max(0.0, lo - 0.05), min(1.0, float(ends.max()) + 0.02))
+    for i, (v, end) in enumerate(zip(order[y], ends)):
+        ax.text(end, i, f" {v:.2%}", va="center", fontsize=8)
     ax.set_xlabel(y.replace("_", " ") + (" (mean ± std over seeds)" if err is not None else ""))
     ax.set_title(title)
     return fig

@@ -225,7 +225,7 @@ def test_repeats_give_mean_and_std_columns():
     # histories are the first repeat's
     assert out["histories"]["good + sizes 16-8"][-1]["val_acc"] == 0.80
     shown = experiment.experiment_table(out)
-    assert shown.loc[("good", "16-8"), "val acc %"] == "82.00 ± 2.83"
+    assert shown.loc[("good", "16-8"), "val acc %"] == "82.00±2.83"
 
 
 def test_repeats_use_consecutive_seeds_from_seed():
