@@ -27,21 +27,17 @@ class BatchRowError(ValueError):
     """A row that cannot be run; the message starts with its line number."""
 
 
-def _typed(value):
-    """CSV cells are text: type them as YAML would ('[1, 3]' -> list, '0.1' -> float, '' -> missing)."""
-    if not isinstance(value, str):
-        return value
-    value = value.strip()
-    if value == "":
-        return None
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
+def read_batch(path: str | Path, declared: dict | None = None) -> list[tuple[int, dict]]:
+    """Rows of a batch file as (line number, parameters).
 
+    Every cell is typed by the notebook parameter it fills (``declared``, papermill's inspection): identifiers
+    stay text (student id ``0123`` is not the octal 83, ``yes`` not True); an empty CSV cell leaves that
+    parameter at its default.
+    """
+    from .cli import load_yaml_parameters, typed_parameter
 
-def read_batch(path: str | Path) -> list[tuple[int, dict]]:
-    """Rows of a batch file as (line number, parameters)."""
+    # the row's own columns are text too: a student named "yes" or "0123" keeps that name and folder
+    declared = {**(declared or {}), **{k: {"default": "''"} for k in ("name", "sections")}}
     path = Path(path)
     if not path.exists():
         raise SystemExit(f"error: batch file {path} does not exist")
@@ -50,19 +46,19 @@ def read_batch(path: str | Path) -> list[tuple[int, dict]]:
             reader = csv.DictReader(f)
             rows = []
             for row in reader:
-                values = {k.strip(): _typed(v) for k, v in row.items() if k is not None}
-                rows.append((reader.line_num, {k: v for k, v in values.items() if v is not None}))
+                values = {k.strip(): typed_parameter(k.strip(), v, declared) for k, v in row.items()
+                          if k is not None and v is not None and v.strip() != ""}
+                rows.append((reader.line_num, values))
             return rows
     if path.suffix.lower() in (".yaml", ".yml"):
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text)
-        data = yaml.safe_load(text) or []
-        if isinstance(data, dict) and "rows" in data:
-            data, node = data["rows"], next(v for k, v in node.value if k.value == "rows")
-        if not isinstance(data, list):
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+        if isinstance(node, yaml.MappingNode):  # {rows: [...]}
+            node = next((v for k, v in node.value if k.value == "rows"), None)
+        if not isinstance(node, yaml.SequenceNode):
             raise SystemExit(f"error: {path}: expected a list of parameter sets (one per student)")
-        return [(item.start_mark.line + 1, row if isinstance(row, dict) else {"__invalid__": row})
-                for item, row in zip(node.value, data)]
+        loader = yaml.SafeLoader("")
+        return [(item.start_mark.line + 1, load_yaml_parameters(item, declared) if isinstance(item, yaml.MappingNode)
+                 else {"__invalid__": loader.construct_object(item, deep=True)}) for item in node.value]
     raise SystemExit(f"error: batch file {path}: use .csv, .yaml or .yml")
 
 
@@ -105,9 +101,23 @@ def _run_row(folder: Path, sections: list[str], params: dict, *, no_input: bool,
         return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
 
 
+def row_error(folder: Path, code: int) -> str:
+    """Why a row failed, in its own words: each failed section's error (from the ``run.json`` its run wrote), or
+    the last ``error:`` line of its log when it stopped before running any section."""
+    summary = folder / "run.json"
+    if summary.exists():
+        failed = [r for r in json.loads(summary.read_text()) if r.get("status") != "ok"]
+        if failed:
+            return "; ".join(f"{r['section']}: {r.get('error') or r['status']}" for r in failed)
+    log = folder / "run.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return errors[-1] if errors else f"exit {code}; see {folder.name}/run.log"
+
+
 def run_batch(path, *, sections: list[str], output_dir: Path, common: dict, no_input: bool, formats, jobs: int) -> int:
     """Run every row; a bad row is reported by line number and the others go on. Returns the exit status."""
-    rows = read_batch(path)
+    rows = read_batch(path, {k: v for sec in SECTIONS for k, v in notebook_parameters(sec).items()})
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -130,7 +140,7 @@ def run_batch(path, *, sections: list[str], output_dir: Path, common: dict, no_i
             code = future.result()
             status = "ok" if code == 0 else "failed"
             results.append({"line": line, "name": name, "status": status, "folder": name,
-                            "detail": "" if code == 0 else f"exit {code}; see {name}/run.log and {name}/index.html"})
+                            "detail": "" if code == 0 else row_error(output_dir / name, code)})
             print(f"line {line}: {name}: {status}")
     results.sort(key=lambda r: r["line"])
     write_batch_index(output_dir, results, source=Path(path).name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,48 @@ def parse_value(text: str):
         return text
     # dicts too: a grid ({parameter: [values]}) or an architecture spec given with -p
     return text if value is None else value
+
+
+NONE_WORDS = ("None", "none", "null", "~")
+
+
+def declared_type(name: str, declared: dict | None):
+    """The type of a notebook parameter's default value (papermill's inspected ``default``), or None."""
+    import ast
+
+    default = (declared or {}).get(name, {}).get("default")
+    try:
+        return type(ast.literal_eval(default)) if default is not None else None
+    except (ValueError, SyntaxError):
+        return None
+
+
+def typed_parameter(name: str, text: str, declared: dict | None):
+    """A parameter given as text (``-p``, a CSV cell, a YAML scalar), typed by the notebook parameter it fills.
+
+    A parameter whose default is text keeps the text as given, so identifiers stay identifiers: student id
+    ``0042`` is not the number 42 (nor ``0123`` the octal 83), ``yes`` is not True. A mapping or list written
+    for it (``init: {linear: normal}``) is still read as one. Other parameters are typed as papermill's ``-p``
+    types them (:func:`parse_value`).
+    """
+    text = text.strip()
+    if declared_type(name, declared) is str and text not in NONE_WORDS and not text.startswith(("{", "[")):
+        return text
+    return parse_value(text)
+
+
+def load_yaml_parameters(node, declared: dict | None) -> dict:
+    """A YAML mapping node as parameters, each scalar typed by :func:`typed_parameter` from its source text
+    (YAML itself would read ``author_id: 0123`` as the octal number 83); lists and mappings as YAML reads them."""
+    loader = yaml.SafeLoader("")
+    out = {}
+    for key_node, value_node in node.value:
+        key = str(loader.construct_object(key_node, deep=True))
+        if isinstance(value_node, yaml.ScalarNode) and value_node.style is None:
+            out[key] = typed_parameter(key, value_node.value, declared)
+        else:
+            out[key] = loader.construct_object(value_node, deep=True)
+    return out
 
 
 def parameters_help() -> str:
@@ -70,14 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def collect_parameters(args) -> dict:
+def collect_parameters(args, declared: dict | None = None) -> dict:
+    """``-f`` file then ``-p`` values, each typed by the notebook parameter it fills (``declared``)."""
     params = {}
     if args.parameters_file:
-        loaded = yaml.safe_load(args.parameters_file.read_text()) or {}
-        if not isinstance(loaded, dict):
+        node = yaml.compose(args.parameters_file.read_text())
+        if node is not None and not isinstance(node, yaml.MappingNode):
             raise SystemExit(f"error: {args.parameters_file}: expected a mapping of name: value")
-        params.update(loaded)
-    params.update({name: parse_value(value) for name, value in args.parameter})
+        params.update(load_yaml_parameters(node, declared) if node is not None else {})
+    params.update({name: typed_parameter(name, value, declared) for name, value in args.parameter})
+    if args.profile:
+        if params.get("profile") not in (None, args.profile):
+            raise SystemExit(f"error: --profile {args.profile} and parameter profile={params['profile']!r} disagree; "
+                             "give the profile once (allowed: " + ", ".join(PROFILE_NAMES) + ")")
+        params["profile"] = args.profile
     return params
 
 
@@ -102,9 +151,8 @@ def run_command(args) -> int:
         raise SystemExit(f"error: --formats {args.formats!r}; allowed: a comma-separated list of {', '.join(FORMATS)}")
     if args.jobs < 1:
         raise SystemExit(f"error: --jobs {args.jobs}: must be >= 1")
-    params = collect_parameters(args)
-    if args.profile:
-        params["profile"] = args.profile
+    declared = {k: v for s in sections for k, v in notebook_parameters(s).items()}
+    params = collect_parameters(args, declared)
     if args.batch:
         from .batch import run_batch
 
@@ -116,6 +164,8 @@ def run_command(args) -> int:
     results = [run_section(s, output_dir=args.output_dir, parameters=routed[s], no_input=args.no_input,
                            formats=formats) for s in sections]
     index = write_index(args.output_dir, results)
+    # what each section ended as, for a batch row's summary (and for anyone scripting around the command)
+    (args.output_dir / "run.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"\nSummary ({time.perf_counter() - start:.0f} s in all); index: {index}")
     for r in results:
         h = r.get("headline") or {}

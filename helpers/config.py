@@ -176,12 +176,24 @@ def apply_profile(section: str, params: dict) -> dict:
     return {**params, **{k: v for k, v in defaults.items() if params.get(k) is None}}
 
 
+def available_devices() -> list[str]:
+    """The devices torch can use on this machine: always ``cpu``, then ``cuda`` and ``mps`` where present."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if mps and mps.is_available() else [])
+
+
 def common_checks(p: dict) -> dict:
     """Checks shared by every section; returns the normalised values."""
     seed = p.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         fail("seed", seed, "an integer >= 0")
     check_choice("device", p.get("device", "auto"), DEVICES)
+    here = available_devices()
+    if p.get("device", "auto") not in ("auto", *here):
+        # refused here rather than as a driver error in the middle of training
+        fail("device", p["device"], f"'auto' or a device this machine has: {', '.join(map(repr, here))}")
     if "repeats" in p:
         check_positive("repeats", p["repeats"], integer=True)
     if "evaluate_test" in p:

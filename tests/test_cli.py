@@ -163,3 +163,5 @@ def test_batch_runs_rows_and_reports_a_bad_row(tmp_path, fake_data_dir):
         assert metrics["parameters"]["author_name"] == name.replace("_", " ")
     index = (tmp_path / "out" / "index.html").read_text()
     assert "Ada_Lovelace/index.html" in index and "Bad_Row" in index
+    # the bad row's own error, not "exit 1; see run.log"
+    assert "ConfigError" in index and "optimizers" in index and "exit 1" not in index
