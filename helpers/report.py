@@ -122,8 +122,10 @@ def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | Non
     lines = []
     if ok.empty:
         return "- Every configuration failed; see the status column."
-    # the same choice as grid.best_config (ties go to the faster), so the test-set line names the retrained model
-    best = ok.sort_values(["val_acc", "seconds"], ascending=[False, True]).iloc[0]
+    from .experiment import ranked
+
+    # the same choice as experiment.best_config, so the test-set line names the retrained model
+    best = ranked(ok).iloc[0]
     worst = ok.iloc[ok["val_acc"].values.argmin()]
     fastest = ok.iloc[ok["seconds"].values.argmin()]
     slowest = ok.iloc[ok["seconds"].values.argmax()]

@@ -284,9 +284,13 @@ def test_best_config_when_every_run_failed():
         experiment.best_config(table, [{"name": "x"}])
 
 
-def test_best_config_ties_go_to_the_faster_run():
-    table = pd.DataFrame({"name": ["slow", "fast"], "val_acc": [0.9, 0.9], "seconds": [5.0, 2.0]})
-    assert experiment.best_config(table, [{"name": "slow"}, {"name": "fast"}])["name"] == "fast"
+def test_best_config_ties_go_to_the_lower_loss_then_the_grid_order_never_the_clock():
+    table = pd.DataFrame({"name": ["slow", "fast"], "val_acc": [0.9, 0.9], "val_loss": [0.3, 0.4],
+                          "seconds": [5.0, 2.0]})
+    assert experiment.best_config(table, [{"name": "slow"}, {"name": "fast"}])["name"] == "slow"
+    same = table.assign(val_loss=0.3)
+    assert experiment.best_config(same, [{"name": "slow"}, {"name": "fast"}])["name"] == "slow"
+    assert experiment.best_config(same[::-1], [{"name": "slow"}, {"name": "fast"}])["name"] == "fast"
 
 
 def test_retrain_and_test_trains_on_train_plus_validation():
