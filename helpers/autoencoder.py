@@ -35,7 +35,7 @@ from .data import ImageSet, load_splits, select_classes
 from .experiment import run_row
 from .metrics import evaluate
 from .models import init_weights
-from .training import History, fit, predict_logits
+from .training import History, checkpointing, fit, predict_logits
 
 KINDS = ("mlp", "conv")
 ENCODER_MODES = ("finetune", "frozen")
@@ -52,7 +52,7 @@ PARAMETERS = ("profile", "seed", "data_dir", "output_dir", "grid", "architecture
               "hidden_sizes", "bottleneck", "noise_std", "epochs", "classifier_epochs", "batch_size", "lr", "optimizer",
               "init", "classes", "ae_classes", "encoder", "classifier_hidden", "classifier_dropout", "compare",
               "epoch_options", "tsne_samples", "val_fraction", "stratified", "train_per_class", "test_per_class",
-              "cnn_metrics", "device", "author_name", "author_id", "course")
+              "cnn_metrics", "device", "checkpoint_every", "author_name", "author_id", "course")
 RUN_PARAMETERS = ("kind", "hidden_sizes", "bottleneck", "noise_std", "epochs", "classifier_epochs", "batch_size", "lr",
                   "optimizer", "init", "encoder", "classifier_hidden", "classifier_dropout")
 
@@ -204,11 +204,12 @@ class Denoising:
 
 def fit_autoencoder(model: AutoEncoder, train: ImageSet, val: ImageSet | None = None, *, num_epochs: int,
                     batch_size: int = 100, lr: float = 1e-3, optimizer: str = "adam", noise_std: float = 0.3,
-                    seed: int = 0, device="auto", progress: bool | None = None, desc: str = "autoencoder") -> History:
+                    seed: int = 0, device="auto", progress: bool | None = None, desc: str = "autoencoder",
+                    **checkpoints) -> History:
     """Train ``model`` to rebuild clean images from noisy ones with :func:`helpers.training.fit` and the
     :class:`Denoising` task; the history's losses are MSE per pixel (no accuracies)."""
     return fit(model, train, val, num_epochs=num_epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed,
-               device=device, progress=progress, desc=desc, task=Denoising(noise_std, seed=seed + 1))
+               device=device, progress=progress, desc=desc, task=Denoising(noise_std, seed=seed + 1), **checkpoints)
 
 
 def reconstruct(model: AutoEncoder, X: torch.Tensor, *, noise_std: float, seed: int = 0, device="auto"):
@@ -265,7 +266,8 @@ def make_classifier_head(code_size: int, num_classes: int, *, hidden_sizes=(), d
 
 def train_classifier(ae: AutoEncoder, train: ImageSet, val: ImageSet, test: ImageSet, *, num_epochs: int,
                      encoder: str = "finetune", hidden_sizes=(), dropout: float = 0.0, batch_size: int = 100,
-                     lr: float = 1e-3, seed: int = 0, device="auto", desc: str = "encoder + classifier") -> dict:
+                     lr: float = 1e-3, seed: int = 0, device="auto", desc: str = "encoder + classifier",
+                     **checkpoints) -> dict:
     """Train a classifier on a copy of ``ae``'s encoder (``frozen``: on its cached codes) and test it.
 
     Returns ``{"model", "history", "test", "seconds"}`` (``test`` is :func:`helpers.metrics.evaluate`'s dict).
@@ -279,7 +281,7 @@ def train_classifier(ae: AutoEncoder, train: ImageSet, val: ImageSet, test: Imag
     head = make_classifier_head(ae.code_size, train.num_classes, hidden_sizes=hidden_sizes, dropout=dropout)
     model = EncoderClassifier(copy.deepcopy(ae.encoder).cpu(), head)
     args = {"num_epochs": num_epochs, "batch_size": batch_size, "optimizer": "adam", "lr": lr, "seed": seed,
-            "device": device, "desc": desc}
+            "device": device, "desc": desc, **checkpoints}
     start = time.perf_counter()
     if encoder == "frozen":
         for p in model.encoder.parameters():
@@ -313,12 +315,13 @@ def make_train_one(ae_sets: dict, test: ImageSet):
         start = time.perf_counter()
         ae_history = fit_autoencoder(ae, ae_sets["train"], ae_sets["val"], num_epochs=s["epochs"],
                                      batch_size=s["batch_size"], lr=s["lr"], optimizer=s["optimizer"],
-                                     noise_std=s["noise_std"], seed=seed, device=s["device"], desc=f"{desc} autoencoder")
+                                     noise_std=s["noise_std"], seed=seed, device=s["device"], desc=f"{desc} autoencoder",
+                                     **checkpointing(s, "autoencoder"))
         ae_seconds = time.perf_counter() - start
         clf = train_classifier(ae, train, val, test, num_epochs=s["classifier_epochs"], encoder=s["encoder"],
                                hidden_sizes=s["classifier_hidden"], dropout=s["classifier_dropout"],
                                batch_size=s["batch_size"], lr=s["lr"], seed=seed, device=s["device"],
-                               desc=f"{desc} classifier")
+                               desc=f"{desc} classifier", **checkpointing(s, "classifier"))
         last = ae_history[-1] if ae_history else {}
         out = {"model": clf["model"], "history": clf["history"], "ae": ae, "ae_history": ae_history, "classifier": clf,
                "row": {"ae_params": sum(p.numel() for p in ae.parameters()), "ae_train_mse": last.get("train_loss"),

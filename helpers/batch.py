@@ -89,8 +89,22 @@ def check_row(line: int, row: dict, sections: list[str]) -> tuple[str, list[str]
     return slug(name), row_sections, params
 
 
-def _run_row(folder: Path, sections: list[str], params: dict, *, no_input: bool, formats, threads: int) -> int:
+def row_complete(folder: Path, sections: list[str]) -> bool:
+    """Whether a row's folder holds a finished run of every one of its sections (for ``--resume``)."""
+    summary = folder / "run.json"
+    if not summary.exists():
+        return False
+    done = {r["section"]: r for r in json.loads(summary.read_text())}
+    return all(done.get(s, {}).get("status") == "ok" and (folder / s / "metrics.json").exists() for s in sections)
+
+
+def _run_row(folder: Path, sections: list[str], params: dict, *, no_input: bool, formats, threads: int,
+             resume: bool = False, timeout: float | None = None) -> int:
     cmd = [sys.executable, "-m", "helpers", "run", *sections, "--output-dir", str(folder), "--formats", ",".join(formats)]
+    if resume:
+        cmd.append("--resume")
+    if timeout:
+        cmd += ["--timeout", str(timeout)]
     for k, v in params.items():
         cmd += ["-p", k, json.dumps(v) if not isinstance(v, str) else v]
     if no_input:
@@ -115,7 +129,8 @@ def row_error(folder: Path, code: int) -> str:
     return errors[-1] if errors else f"exit {code}; see {folder.name}/run.log"
 
 
-def run_batch(path, *, sections: list[str], output_dir: Path, common: dict, no_input: bool, formats, jobs: int) -> int:
+def run_batch(path, *, sections: list[str], output_dir: Path, common: dict, no_input: bool, formats, jobs: int,
+              resume: bool = False, timeout: float | None = None) -> int:
     """Run every row; a bad row is reported by line number and the others go on. Returns the exit status."""
     rows = read_batch(path, {k: v for sec in SECTIONS for k, v in notebook_parameters(sec).items()})
     output_dir = Path(output_dir)
@@ -129,13 +144,19 @@ def run_batch(path, *, sections: list[str], output_dir: Path, common: dict, no_i
             if name in seen:
                 raise BatchRowError(f"line {line}: name {name!r} is used by an earlier row")
             seen.add(name)
+            if resume and row_complete(output_dir / name, row_sections):
+                results.append({"line": line, "name": name, "status": "ok", "folder": name,
+                                "detail": "complete already (--resume)"})
+                print(f"line {line}: {name}: complete already, skipped")
+                continue
             pending.append((line, name, row_sections, params))
         except BatchRowError as exc:
             results.append({"line": line, "name": str(row.get("name", "")), "status": "bad row", "detail": str(exc)})
             print(f"error: {exc}")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(_run_row, output_dir / name, secs, params, no_input=no_input, formats=formats,
-                               threads=threads): (line, name) for line, name, secs, params in pending}
+                               threads=threads, resume=resume, timeout=timeout): (line, name)
+                   for line, name, secs, params in pending}
         for future, (line, name) in futures.items():
             code = future.result()
             status = "ok" if code == 0 else "failed"

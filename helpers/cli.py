@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -109,7 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--formats", default="html,pdf", help="comma-separated: html, pdf (default: html,pdf)")
     run.add_argument("--batch", type=Path, help="CSV or YAML of parameter sets, one report folder per row")
     run.add_argument("--jobs", type=int, default=1, help="batch rows run at once (default 1)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run: finished configurations are read back from their checkpoints, "
+                          "an interrupted one continues from its last epoch; a batch skips rows already complete")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="stop a section (a batch row: each of its sections) after this many seconds; its partial "
+                          "notebook is kept and it is reported as timed out")
     sub.add_parser("params", help="list every section's parameters and defaults")
+    verify = sub.add_parser("verify", help="re-execute a report from what it recorded and compare every number",
+                            description="Checks each metrics.json under REPORT_DIR (a section, a report of several "
+                            "sections, or a batch folder): its fingerprint (numbers edited by hand, a notebook changed "
+                            "since), then reruns the section with the recorded parameters and seed into a temporary "
+                            "folder and compares every number. Exit status 0 when all agree.")
+    verify.add_argument("report_dir", type=Path, metavar="REPORT_DIR")
+    verify.add_argument("--tolerance", type=float, default=1e-6,
+                        help="relative difference allowed when the rerun's device or versions differ from the "
+                             "report's (default 1e-6); on the same machine and versions numbers must be equal")
     return parser
 
 
@@ -141,6 +157,19 @@ def route_parameters(sections: list[str], params: dict) -> dict[str, dict]:
     return {s: {k: v for k, v in params.items() if k in declared[s]} for s in sections}
 
 
+def check_writable(folder: Path) -> None:
+    """Refuse, before anything runs, an output folder that cannot be made or written (a file in the way, no
+    permission, a full disk), rather than losing a run's results at its end."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write to --output-dir {folder}: {exc.strerror or exc}; choose another folder "
+                         "or free some space (reports already in it are left as they are)") from None
+
+
 def run_command(args) -> int:
     sections = args.sections or list(SECTIONS)
     bad = [s for s in sections if s not in SECTIONS]
@@ -156,13 +185,17 @@ def run_command(args) -> int:
     if args.batch:
         from .batch import run_batch
 
+        check_writable(args.output_dir)
         return run_batch(args.batch, sections=sections, output_dir=args.output_dir, common=params,
-                         no_input=args.no_input, formats=formats, jobs=args.jobs)
+                         no_input=args.no_input, formats=formats, jobs=args.jobs, resume=args.resume,
+                         timeout=args.timeout)
     routed = route_parameters(sections, params)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(args.output_dir)
     start = time.perf_counter()
+    if args.timeout is not None and args.timeout <= 0:
+        raise SystemExit(f"error: --timeout {args.timeout:g}: must be > 0 seconds")
     results = [run_section(s, output_dir=args.output_dir, parameters=routed[s], no_input=args.no_input,
-                           formats=formats) for s in sections]
+                           formats=formats, resume=args.resume, timeout=args.timeout) for s in sections]
     index = write_index(args.output_dir, results)
     # what each section ended as, for a batch row's summary (and for anyone scripting around the command)
     (args.output_dir / "run.json").write_text(json.dumps(results, indent=1, default=str))
@@ -184,6 +217,11 @@ def main(argv=None) -> int:
     if args.command == "params":
         print(parameters_help())
         return 0
+    if args.command == "verify":
+        from .verify import verify_folder
+
+        os.environ["HELPERS_PROGRESS"] = "0"
+        return 0 if verify_folder(args.report_dir, tolerance=args.tolerance) else 1
     return run_command(args)
 
 

@@ -32,7 +32,7 @@ from .config import (
 from .data import ImageSet, subsample
 from .experiment import run_experiment
 from .models import init_weights
-from .training import fit
+from .training import checkpointing, fit
 
 NORMS = ("batch_norm", "dropout", "none")
 # Peak learning rates that suit each optimizer with the default one-cycle schedule (Adam's is the
@@ -69,7 +69,7 @@ PARAMETERS = ("profile", "seed", "data_dir", "output_dir", "classes", "grid", "p
               "optimizer", "lr", "momentum", "weight_decay", "init", "schedule", "label_smoothing", "batch_size",
               "augment", *AUG_FIELDS, "grid_epochs", "search_epochs", "final_epochs", "final_augment",
               "grid_per_class", "search_per_class", "val_fraction", "stratified", "train_per_class", "test_per_class",
-              "device", "author_name", "author_id", "course")
+              "device", "checkpoint_every", "author_name", "author_id", "course")
 RUN_PARAMETERS = ("architecture", "pool", "norm", "conv_dropout", "dense", "dense_dropout", "grid_dropout", "optimizer",
                   "lr", "momentum", "weight_decay", "init", "schedule", "label_smoothing", "batch_size", "epochs",
                   "augment", *AUG_FIELDS)
@@ -214,7 +214,7 @@ def train_one(s: dict, *, train: ImageSet, val: ImageSet | None, seed: int, desc
                   lr=resolve_lr(s["lr"], s["optimizer"]), momentum=s["momentum"],
                   nesterov=s["optimizer"] == "sgd" and s["momentum"] > 0, weight_decay=s["weight_decay"],
                   schedule=s["schedule"], label_smoothing=s["label_smoothing"], augment=run_augmentation(s),
-                  seed=seed, device=s["device"], desc=desc)
+                  seed=seed, device=s["device"], desc=desc, **checkpointing(s))
     return {"model": model, "history": history}
 
 

@@ -194,6 +194,8 @@ def common_checks(p: dict) -> dict:
     if p.get("device", "auto") not in ("auto", *here):
         # refused here rather than as a driver error in the middle of training
         fail("device", p["device"], f"'auto' or a device this machine has: {', '.join(map(repr, here))}")
+    if p.get("checkpoint_every"):
+        check_positive("checkpoint_every", p["checkpoint_every"], integer=True)
     if "repeats" in p:
         check_positive("repeats", p["repeats"], integer=True)
     if "evaluate_test" in p:

@@ -15,6 +15,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -123,6 +124,32 @@ def run_settings(configs: list[dict], *, base: Mapping) -> list[dict]:
     return [settings_of(c, base) for c in configs]
 
 
+# Settings that do not change what a run computes: its checkpoints are the same whatever they say.
+NOT_COMPUTED = ("checkpoint_dir", "resume", "output_dir", "author_name", "author_id", "course", "device")
+
+
+def train_run(train_one: Callable, settings: Mapping, *, train: ImageSet, val: ImageSet | None, seed: int,
+              desc: str, tag: str = "") -> dict:
+    """``train_one`` for one run, with its checkpoints in ``<output_dir>/checkpoints/runs/<digest>``.
+
+    The folder's name is a digest of everything that determines the run (its settings, seed, data sizes and
+    ``tag``), so a changed parameter never continues from a stale checkpoint. With ``HELPERS_RESUME=1`` in the
+    environment (``python -m helpers run --resume``) a finished run is read back instead of trained, and an
+    interrupted one continues from its last epoch.
+    """
+    import os
+
+    from .verify import digest
+
+    settings = dict(settings)
+    if settings.get("output_dir"):
+        key = digest([{k: v for k, v in settings.items() if k not in NOT_COMPUTED}, seed, len(train),
+                      len(val) if val is not None else 0, tag])
+        settings["checkpoint_dir"] = str(Path(settings["output_dir"]) / "checkpoints" / "runs" / key)
+        settings["resume"] = os.environ.get("HELPERS_RESUME") == "1"
+    return train_one(settings, train=train, val=val, seed=seed, desc=desc)
+
+
 def varied_parameters(configs: list[dict]) -> list[str]:
     """The parameters that some configuration sets, in first-seen order."""
     return list(dict.fromkeys(k for c in configs for k in c if k != "name"))
@@ -152,7 +179,7 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
         rep_rows, rep_class = [], []
         for r in range(repeats):
             start = time.perf_counter()
-            out = train_one(settings, train=train, val=val, seed=seed + r, desc=config["name"])
+            out = train_run(train_one, settings, train=train, val=val, seed=seed + r, desc=config["name"])
             seconds = time.perf_counter() - start
             history, model = out["history"], out["model"]
             row = run_row(history, seconds=seconds, extra=out.get("row"))
@@ -240,7 +267,8 @@ def retrain_and_test(config: dict, *, base: Mapping, train_one: Callable, train:
     settings = {**settings_of(config, base), **overrides}
     data = concat(train, val) if val is not None and len(val) else train
     start = time.perf_counter()
-    out = train_one(settings, train=data, val=None, seed=seed, desc=f"{config['name']} (final)")
+    out = train_run(train_one, settings, train=data, val=None, seed=seed, desc=f"{config['name']} (final)",
+                    tag="final")
     seconds = time.perf_counter() - start
     if out["history"].stop_reason != "completed":
         raise RuntimeError(f"retraining {config['name']} failed: {out['history'].stop_reason}")

@@ -23,7 +23,7 @@ from .config import (
 )
 from .data import ImageSet
 from .models import ACTIVATIONS, build_mlp, init_weights
-from .training import OPTIMIZERS, fit
+from .training import OPTIMIZERS, checkpointing, fit
 
 REGULARIZERS = ("none", "batch_norm", "dropout", "l1")
 # What each profile sets for parameters left as None (per_class: images kept per class, None = all).
@@ -37,7 +37,7 @@ PARAMETERS = ("profile", "seed", "data_dir", "output_dir", "grid", "optimizers",
               "evaluate_test", "hidden_sizes", "activation", "optimizer", "regularizer", "epochs", "batch_size", "lr",
               "momentum", "weight_decay", "dropout", "l1_weight", "schedule", "label_smoothing", "init", "patch_size",
               "patch_features", "val_fraction", "stratified", "classes", "train_per_class", "test_per_class",
-              "device", "author_name", "author_id", "course")
+              "device", "checkpoint_every", "author_name", "author_id", "course")
 # What a grid configuration may set.
 RUN_PARAMETERS = ("hidden_sizes", "activation", "optimizer", "regularizer", "epochs", "batch_size", "lr", "momentum",
                   "weight_decay", "dropout", "l1_weight", "schedule", "label_smoothing", "init", "patch_size",
@@ -89,5 +89,5 @@ def train_one(s: dict, *, train: ImageSet, val: ImageSet | None, seed: int, desc
     history = fit(model, train, val, num_epochs=s["epochs"], batch_size=s["batch_size"], optimizer=s["optimizer"],
                   lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"],
                   l1=s["l1_weight"] if s["regularizer"] == "l1" else 0.0, schedule=s["schedule"],
-                  label_smoothing=s["label_smoothing"], seed=seed, device=s["device"], desc=desc)
+                  label_smoothing=s["label_smoothing"], seed=seed, device=s["device"], desc=desc, **checkpointing(s))
     return {"model": model, "history": history}

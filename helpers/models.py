@@ -234,7 +234,10 @@ def summarize(model: nn.Module, input_size=(1, 1, 28, 28), *, depth: int = 3, ve
     from torchinfo import summary
 
     was_training = model.training
-    result = summary(model, input_size=input_size, depth=depth, verbose=verbose, device="cpu",
+    # on the model's own device: torchinfo moves the model to the device it is given, and a trained model
+    # on CUDA or MPS must stay there
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    result = summary(model, input_size=input_size, depth=depth, verbose=verbose, device=device,
                      col_names=("output_size", "num_params"), row_settings=("var_names",))
     model.train(was_training)
     return result

@@ -93,9 +93,20 @@ def to_jsonable(obj):
 
 
 def write_metrics(output_dir: str | Path, payload: dict, name: str = "metrics.json") -> Path:
+    """Write ``payload`` as JSON; a section's metrics (with a ``section``) get their fingerprint
+    (:func:`helpers.verify.fingerprint`), which ``python -m helpers verify`` checks."""
+    data = to_jsonable(payload)
+    if "section" in data:
+        from .runner import SECTIONS, notebook_path
+        from .verify import fingerprint
+
+        data["fingerprint"] = fingerprint(data, notebook=notebook_path(data["section"])
+                                          if data["section"] in SECTIONS else None)
     path = Path(output_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_jsonable(payload), indent=2))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)  # never a half-written metrics.json (a full disk, a killed run)
     return path
 
 
@@ -200,10 +211,14 @@ def test_summary(result: dict) -> dict:
     }
 
 
-def appendix(env: dict, *, seconds: float, params: dict) -> pd.DataFrame:
-    """Provenance table for the report's appendix."""
+def appendix(env: dict, *, seconds: float, params: dict, metrics_file: str | Path | None = None) -> pd.DataFrame:
+    """Provenance table for the report's appendix; with ``metrics_file``, its fingerprint too."""
     rows = dict(env)
     rows["wall time"] = f"{seconds:.1f} s"
+    fp = read_metrics(metrics_file).get("fingerprint") if metrics_file else None
+    if fp:
+        rows["fingerprint"] = (f"{fp['short']} (parameters {fp['parameters']}, notebook {fp['notebook']}, data "
+                               f"{fp['data']}, results {fp['results']}); check with: python -m helpers verify FOLDER")
     # one row per parameter: a single joined string would be cut off by pandas' column width
     rows.update({f"parameter {k}": repr(v) for k, v in params.items() if not k.endswith("_configs")})
     frame = pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))

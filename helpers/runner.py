@@ -39,16 +39,18 @@ def split_parameters(section: str, params: dict) -> tuple[dict, list[str]]:
 
 
 def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: bool = False,
-                formats=FORMATS, log=print) -> dict:
+                formats=FORMATS, log=print, resume: bool = False, timeout: float | None = None) -> dict:
     """Execute one section into ``output_dir/section`` and export it.
 
     Never raises for a failing notebook: the partial notebook (with papermill's error cell) is kept,
-    exported as far as possible, and the returned status says what failed.
+    exported as far as possible, and the returned status says what failed: ``failed`` (an error in a cell),
+    ``timed out`` (past ``timeout`` seconds), ``kernel died`` (killed, or out of memory). With ``resume``,
+    runs finished before an interruption are read back from their checkpoints instead of trained again.
     """
-    import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from .export import ExportError, export_html, export_pdf
+    from .kernels import KernelDied, SectionTimeout, execute
 
     out = Path(output_dir) / section
     out.mkdir(parents=True, exist_ok=True)
@@ -59,13 +61,19 @@ def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: b
     # a metrics.json left by an earlier run in this folder must not speak for this one if it fails early
     (out / "metrics.json").unlink(missing_ok=True)
     os.environ["HELPERS_PROGRESS"] = "0"  # the kernel inherits it: no progress bars inside reports
+    # the kernel inherits it too: helpers.experiment.train_run continues from checkpoints (out of the parameters,
+    # so a resumed report records the same parameters as an uninterrupted one)
+    os.environ["HELPERS_RESUME"] = "1" if resume else "0"
     start = time.perf_counter()
     log(f"[{section}] running {notebook_path(section).name} -> {executed}")
     try:
-        papermill.execute_notebook(str(notebook_path(section)), str(executed), parameters=params,
-                                   cwd=str(NOTEBOOKS_DIR), progress_bar=False, log_output=False)
+        execute(notebook_path(section), executed, parameters=params, cwd=NOTEBOOKS_DIR, timeout=timeout)
     except PapermillExecutionError as exc:
         status.update(status="failed", error=f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}")
+    except SectionTimeout as exc:
+        status.update(status="timed out", error=str(exc))
+    except KernelDied as exc:
+        status.update(status="kernel died", error=str(exc))
     except Exception as exc:  # kernel death, unreadable notebook...: still report, never stop the others
         status.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         traceback.print_exc()

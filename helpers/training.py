@@ -159,16 +159,27 @@ def save_checkpoint(path: Path, **state) -> Path:
     return path
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message names the file and what to do."""
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load a checkpoint written by :func:`fit` (tensors and plain data only)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, overwritten, not a checkpoint: torch raises many kinds
+        # torch's own message is long and suggests weights_only=False, which is not the way out here
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else 'unreadable'}"
+        raise CheckpointError(f"checkpoint {path} cannot be read ({reason}); delete it (or its folder) and run again, "
+                              "or run without --resume to start afresh") from None
 
 
 def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_epochs: int, batch_size: int = 64,
         optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
         nesterov: bool = False, l1: float = 0.0, schedule: str = "none", label_smoothing: float = 0.0,
         augment: Augment | None = None, patience: int | None = None, checkpoint_dir: str | Path | None = None,
-        checkpoint_every: int = 0, resume_from: str | Path | None = None, restore_best: bool = False,
+        checkpoint_every: int = 0, resume_from: str | Path | None = None, resume: bool = False,
+        restore_best: bool = False,
         seed: int = 0, device="auto", progress: bool | None = None, desc: str = "training",
         task=None) -> History:
     """Train ``model`` on ``train`` and return the per-epoch history.
@@ -186,6 +197,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
         and ``epoch_NNN.pt`` every ``checkpoint_every`` epochs.
     resume_from : path, optional
         A ``last.pt`` (or ``epoch_NNN.pt``) to continue from; training goes on up to ``num_epochs``.
+    resume : bool
+        Continue from ``checkpoint_dir``'s ``last.pt`` when there is one: a run interrupted after its epoch k
+        goes on from epoch k + 1 (the same numbers as an uninterrupted run), a finished run is not trained again.
     restore_best : bool
         Load the weights of the lowest-validation-loss epoch at the end.
 
@@ -211,6 +225,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
     # augmentation draws on the device holding the batch (CUDA or MPS need a generator of their own)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1) if device.type != "cpu" else gen
     history, best_loss, start = History(), math.inf, 1
+    if resume and resume_from is None and checkpoint_dir is not None and (Path(checkpoint_dir) / "last.pt").exists():
+        resume_from = Path(checkpoint_dir) / "last.pt"
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from)
         model.load_state_dict(ckpt["model"])
@@ -218,6 +234,12 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
         if sched is not None and ckpt.get("scheduler"):
             sched.load_state_dict(ckpt["scheduler"])
         history.extend(ckpt["history"])
+        history.stop_reason = ckpt.get("stop_reason", "completed")
+        last = history[-1]["epoch"] if history else 0
+        if patience is not None and history.best_epoch is not None and last - history.best_epoch >= patience:
+            history.stop_reason = f"early stopping at epoch {last}: no lower validation loss for {patience} epochs"
+        if history.stop_reason != "completed":
+            ckpt["epoch"] = num_epochs  # it had stopped already: resuming must not train on past its stop
         best_loss, start = ckpt["best_val_loss"], ckpt["epoch"] + 1
         gen.set_state(ckpt["rng_data"])
         torch.set_rng_state(ckpt["rng_torch"])
@@ -277,6 +299,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict() if sched is not None else {}, "epoch": epoch,
                      "history": list(history), "best_val_loss": best_loss, "rng_data": gen.get_state(),
+                     "stop_reason": history.stop_reason,
                      "rng_torch": torch.get_rng_state(),
                      "rng_aug": aug_gen.get_state() if aug_gen is not gen else None,
                      "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
@@ -292,3 +315,12 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def checkpointing(s, sub: str | None = None) -> dict:
+    """The checkpoint arguments of :func:`fit` from a run's settings (set by :func:`helpers.experiment.train_run`):
+    ``checkpoint_dir`` (``sub`` names a second training of the same run, e.g. the autoencoder's classifier),
+    ``resume`` and ``checkpoint_every``. Empty settings give no checkpoints."""
+    folder = s.get("checkpoint_dir")
+    return {"checkpoint_dir": (Path(folder) / sub if sub else Path(folder)) if folder else None,
+            "resume": bool(s.get("resume")), "checkpoint_every": s.get("checkpoint_every") or 0}

@@ -51,7 +51,7 @@ from .data import ImageSet, load_splits, select_classes, subsample
 from .experiment import run_settings
 from .imagefolder import COLORS, ImageFolderError, load_folder_splits, scan_image_folder
 from .models import count_parameters, init_weights
-from .training import fit, predict_logits, resolve_device
+from .training import checkpointing, fit, predict_logits, resolve_device
 
 MODES = ("scratch", "frozen", "finetune")
 WEIGHT_SOURCES = ("pretrain", "imagenet", "none")
@@ -72,8 +72,8 @@ PARAMETERS = ("profile", "seed", "data_dir", "output_dir", "dataset", "classes",
               "modes", "repeats", "evaluate_test", "backbone", "mode", "weights", "image_size", "color",
               "labels_per_class", "val_per_class", "test_per_class", "val_fraction", "epochs", "frozen_epochs",
               "batch_size", "optimizer", "lr", "momentum", "weight_decay", "head_hidden", "head_dropout", "init",
-              "pretrain_epochs", "pretrain_per_class", "pretrain_batch_size", "pretrain_lr", "device", "author_name",
-              "author_id", "course")
+              "pretrain_epochs", "pretrain_per_class", "pretrain_batch_size", "pretrain_lr", "device", "checkpoint_every",
+              "author_name", "author_id", "course")
 # What a grid configuration may set.
 RUN_PARAMETERS = ("backbone", "mode", "weights", "image_size", "epochs", "frozen_epochs", "batch_size", "optimizer",
                   "lr", "momentum", "weight_decay", "head_hidden", "head_dropout", "init")
@@ -216,7 +216,7 @@ def train_one(s: Mapping, *, train: ImageSet, val: ImageSet | None, seed: int, d
     init_weights(model.head, init, seed=seed)
     fit_args = {"batch_size": s["batch_size"], "optimizer": s["optimizer"], "lr": s["lr"],
                 "momentum": s.get("momentum", 0.9), "weight_decay": s.get("weight_decay", 0.0), "seed": seed,
-                "device": device, "desc": desc}
+                "device": device, "desc": desc, **checkpointing(s)}
     model.to(device)
     if mode == "frozen":
         model.freeze_backbone()

@@ -173,3 +173,17 @@ def test_epoch_marks_on_every_axis():
     before = [len(ax.lines) for ax in fig.axes]
     assert plots.mark_epochs(fig, {"stop after 1": 1, "stop after 2": 2}) is fig
     assert [len(ax.lines) for ax in fig.axes] == [n + 2 for n in before]
+
+
+ACCELERATOR = "cuda" if torch.cuda.is_available() else (
+    "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else None)
+
+
+@pytest.mark.skipif(ACCELERATOR is None, reason="needs CUDA or MPS")
+def test_denoising_trains_on_the_accelerator(sets):
+    # the noise is drawn on the device holding the batch (a CPU generator there used to crash on MPS)
+    train, val = sets
+    model = ae_mod.build_autoencoder("mlp", hidden_sizes=[32], bottleneck=8)
+    history = ae_mod.fit_autoencoder(model, train, val, num_epochs=1, batch_size=20, noise_std=0.2,
+                                     progress=False, device=ACCELERATOR)
+    assert history.stop_reason == "completed" and next(model.parameters()).device.type == ACCELERATOR

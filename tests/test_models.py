@@ -351,3 +351,19 @@ def test_summary_of_cnn():
     text = str(summarize(model, depth=2))
     assert f"Total params: {total:,}" in text
     assert not model.training
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() or (getattr(torch.backends, "mps", None)
+                                                       and torch.backends.mps.is_available())),
+                    reason="needs CUDA or MPS")
+def test_summary_leaves_a_model_on_its_accelerator():
+    device = "cuda" if torch.cuda.is_available() else "mps"
+    model = build_mlp(hidden_sizes=(8,)).to(device)
+    summarize(model)
+    assert next(model.parameters()).device.type == device
+
+
+def test_summary_leaves_a_cpu_model_where_it_is_and_in_its_mode():
+    model = build_mlp(hidden_sizes=(8,)).eval()
+    summarize(model)
+    assert next(model.parameters()).device.type == "cpu" and not model.training

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
 CKPT_KEYS = {"model", "optimizer", "scheduler", "epoch", "history", "best_val_loss", "rng_data", "rng_torch",
-             "rng_aug", "rng_cuda"}
+             "rng_aug", "rng_cuda", "stop_reason"}
 
 
 @pytest.fixture(scope="module")

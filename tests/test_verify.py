@@ -1,0 +1,74 @@
+"""``python -m helpers verify``: an untouched report passes, an edited metrics.json or a changed notebook is
+caught, and the differences are listed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from helpers.runner import NOTEBOOKS_DIR, notebook_path
+from helpers.verify import check_fingerprint, differences, verify_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, fake_data_dir):
+    folder = tmp_path_factory.mktemp("verify") / "report"
+    papermill.execute_notebook(str(notebook_path("mlp")), str(folder.parent / "run.ipynb"),
+                               parameters={"profile": "smoke", "data_dir": str(fake_data_dir),
+                                           "output_dir": str(folder / "mlp"), "optimizers": ["adam"],
+                                           "regularizers": ["none", "dropout"], "author_id": "0042"},
+                               cwd=str(NOTEBOOKS_DIR), progress_bar=False)
+    return folder
+
+
+def test_metrics_carry_a_fingerprint_that_the_appendix_shows(report):
+    metrics = json.loads((report / "mlp" / "metrics.json").read_text())
+    fp = metrics["fingerprint"]
+    assert set(fp) == {"parameters", "notebook", "data", "results", "short"} and all(fp.values())
+    assert check_fingerprint(metrics, notebook=notebook_path("mlp")) == []
+    nb = nbformat.read(str(report.parent / "run.ipynb"), as_version=4)
+    assert fp["short"] in json.dumps([c.get("outputs") for c in nb.cells])
+
+
+def test_an_untouched_report_verifies(report):
+    lines = []
+    assert verify_folder(report, log=lines.append)
+    assert lines[0].startswith("OK") and any("exactly" in line for line in lines)
+
+
+def test_an_edited_number_is_caught_and_shown(report, tmp_path):
+    edited = tmp_path / "edited"
+    shutil.copytree(report, edited)
+    path = edited / "mlp" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["best"]["test"]["accuracy"] = 0.99
+    path.write_text(json.dumps(metrics))
+    assert any("changed after the run" in p for p in check_fingerprint(metrics, notebook=notebook_path("mlp")))
+    done = subprocess.run([sys.executable, "-m", "helpers", "verify", str(edited)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL" in done.stdout and "best.test.accuracy" in done.stdout and "0.99" in done.stdout
+
+
+def test_a_notebook_changed_after_the_run_is_caught(report, tmp_path):
+    metrics = json.loads((report / "mlp" / "metrics.json").read_text())
+    nb = nbformat.read(str(notebook_path("mlp")), as_version=4)
+    nb.cells[-1].source += "\nprint('one more line')"
+    changed = tmp_path / "changed.ipynb"
+    nbformat.write(nb, str(changed))
+    assert any("notebook" in p and "changed after the run" in p for p in check_fingerprint(metrics, notebook=changed))
+
+
+def test_differences_within_a_tolerance_only_when_asked():
+    a, b = {"x": [0.5, 1.0], "seconds": 1.0}, {"x": [0.5 + 1e-9, 1.0], "seconds": 5.0}
+    assert differences(a, b) == [("x[0]", 0.5, 0.5 + 1e-9)]
+    assert differences(a, b, tolerance=1e-6) == []
