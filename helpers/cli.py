@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--formats", default="html,pdf", help="comma-separated: html, pdf (default: html,pdf)")
     run.add_argument("--batch", type=Path, help="CSV or YAML of parameter sets, one report folder per row")
     run.add_argument("--jobs", type=int, default=1, help="batch rows run at once (default 1)")
+    run.add_argument("--quiet", action="store_true", help="print only the summary (no progress line)")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run: finished configurations are read back from their checkpoints, "
                           "an interrupted one continues from its last epoch; a batch skips rows already complete")
@@ -194,8 +195,9 @@ def run_command(args) -> int:
     start = time.perf_counter()
     if args.timeout is not None and args.timeout <= 0:
         raise SystemExit(f"error: --timeout {args.timeout:g}: must be > 0 seconds")
+    quiet = {"log": lambda *_: None, "progress": False} if args.quiet else {}
     results = [run_section(s, output_dir=args.output_dir, parameters=routed[s], no_input=args.no_input,
-                           formats=formats, resume=args.resume, timeout=args.timeout) for s in sections]
+                           formats=formats, resume=args.resume, timeout=args.timeout, **quiet) for s in sections]
     index = write_index(args.output_dir, results)
     # what each section ended as, for a batch row's summary (and for anyone scripting around the command)
     (args.output_dir / "run.json").write_text(json.dumps(results, indent=1, default=str))

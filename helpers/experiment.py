@@ -23,6 +23,7 @@ import pandas as pd
 from .data import ImageSet, concat
 from .metrics import evaluate
 from .models import count_parameters
+from .progress import emit
 
 # Parameters that shape the whole report rather than one training run: a grid may not vary them.
 FIXED = ("profile", "seed", "data_dir", "output_dir", "classes", "ae_classes", "author_name", "author_id", "course",
@@ -174,11 +175,12 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
         raise ValueError("evaluate_test='all' needs the test set")
     varied = varied_parameters(configs)
     rows, histories, models, runs, per_class, outputs = [], {}, {}, [], {}, {}
-    for config in configs:
+    for number, config in enumerate(configs):
         settings = settings_of(config, base)
         rep_rows, rep_class = [], []
         for r in range(repeats):
             start = time.perf_counter()
+            emit("run", index=number * repeats + r + 1, total=len(configs) * repeats, name=config["name"])
             out = train_run(train_one, settings, train=train, val=val, seed=seed + r, desc=config["name"])
             seconds = time.perf_counter() - start
             history, model = out["history"], out["model"]
@@ -267,6 +269,7 @@ def retrain_and_test(config: dict, *, base: Mapping, train_one: Callable, train:
     settings = {**settings_of(config, base), **overrides}
     data = concat(train, val) if val is not None and len(val) else train
     start = time.perf_counter()
+    emit("run", index=1, total=1, name=f"{config['name']} (final)")
     out = train_run(train_one, settings, train=data, val=None, seed=seed, desc=f"{config['name']} (final)",
                     tag="final")
     seconds = time.perf_counter() - start

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .config import PROJECT_ROOT
-from .training import resolve_device
+from .training import deterministic_cuda, resolve_device
 
 
 def git_revision(root: Path = PROJECT_ROOT) -> str:
@@ -53,6 +53,8 @@ def environment(device="auto") -> dict:
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.machine(),
         "git_revision": git_revision(),
+        "determinism": (deterministic_cuda() if dev.type == "cuda" else
+                        "same seed, same machine and versions: the same numbers (checked by python -m helpers verify)"),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
     }
     return info

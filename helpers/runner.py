@@ -39,18 +39,23 @@ def split_parameters(section: str, params: dict) -> tuple[dict, list[str]]:
 
 
 def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: bool = False,
-                formats=FORMATS, log=print, resume: bool = False, timeout: float | None = None) -> dict:
+                formats=FORMATS, log=print, resume: bool = False, timeout: float | None = None,
+                progress: bool = True) -> dict:
     """Execute one section into ``output_dir/section`` and export it.
 
     Never raises for a failing notebook: the partial notebook (with papermill's error cell) is kept,
     exported as far as possible, and the returned status says what failed: ``failed`` (an error in a cell),
     ``timed out`` (past ``timeout`` seconds), ``kernel died`` (killed, or out of memory). With ``resume``,
     runs finished before an interruption are read back from their checkpoints instead of trained again.
+    With ``progress``, a live line on standard error (:class:`helpers.progress.Watcher`) follows the run.
     """
+    import tempfile
+
     from papermill.exceptions import PapermillExecutionError
 
     from .export import ExportError, export_html, export_pdf
     from .kernels import KernelDied, SectionTimeout, execute
+    from .progress import ENV, Watcher
 
     out = Path(output_dir) / section
     out.mkdir(parents=True, exist_ok=True)
@@ -66,7 +71,13 @@ def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: b
     os.environ["HELPERS_RESUME"] = "1" if resume else "0"
     start = time.perf_counter()
     log(f"[{section}] running {notebook_path(section).name} -> {executed}")
+    handle, events = tempfile.mkstemp(prefix=f"{section}-progress-", suffix=".jsonl")
+    os.close(handle)
+    os.environ[ENV] = events  # the kernel writes its training progress there
+    watcher = Watcher(section, notebook=notebook_path(section), executed=executed, events=Path(events))
     try:
+        if progress:
+            watcher.__enter__()
         execute(notebook_path(section), executed, parameters=params, cwd=NOTEBOOKS_DIR, timeout=timeout)
     except PapermillExecutionError as exc:
         status.update(status="failed", error=f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}")
@@ -74,9 +85,14 @@ def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: b
         status.update(status="timed out", error=str(exc))
     except KernelDied as exc:
         status.update(status="kernel died", error=str(exc))
-    except Exception as exc:  # kernel death, unreadable notebook...: still report, never stop the others
+    except Exception as exc:  # an unreadable notebook...: still report, never stop the others
         status.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
+    finally:
+        if progress:
+            watcher.stop()
+        os.environ.pop(ENV, None)
+        Path(events).unlink(missing_ok=True)
     status["seconds"] = time.perf_counter() - start
     metrics = out / "metrics.json"
     metrics_data = json.loads(metrics.read_text()) if metrics.exists() else {}

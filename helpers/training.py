@@ -18,6 +18,7 @@ from torch import nn
 
 from .augment import Augment
 from .data import ImageSet, batch_indices
+from .progress import emit
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
@@ -41,11 +42,25 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) so a run repeats."""
+    """Seed Python, NumPy and torch (CPU and CUDA) so a run repeats; on CUDA also ask for deterministic kernels."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
+    if torch.cuda.is_available():
+        deterministic_cuda()
+
+
+def deterministic_cuda() -> str:
+    """What PyTorch needs to repeat a CUDA run: deterministic cuDNN kernels, no autotuning, deterministic
+    algorithms (warning, not failing, for an operation that has none; cuBLAS's workspace set for it).
+    Returns the setting as the report's appendix states it."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return ("deterministic algorithms on (an operation without a deterministic CUDA kernel warns in the notebook "
+            "and may vary in the last digits)")
 
 
 def progress_enabled() -> bool:
@@ -279,6 +294,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
             hits = task.correct(logits, yb)
             correct = None if hits is None or correct is None else correct + hits.item()
             seen += len(yb)
+            emit("batch", desc=desc, epoch=epoch, epochs=num_epochs, step=step + 1, steps=steps_per_epoch,
+                 loss=total_loss / seen, acc=None if correct is None else correct / seen)
         if failed:
             history.stop_reason = failed
             break

@@ -156,3 +156,15 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_running(tmp_p
     code, text = done.wait(120), done.stdout.read()
     assert code != 0 and "cannot write to --output-dir" in text and "Traceback" not in text, text
     assert blocker.read_text().startswith("a file")  # what was there is left as it was
+
+
+def test_resume_from_a_corrupt_checkpoint_names_it_and_a_clean_run_follows(tmp_path, fake_data_dir):
+    args = ("mlp", "--profile", "smoke", "--formats", "html", "--output-dir", tmp_path, "-p", "data_dir",
+            fake_data_dir, "-p", "optimizers", "[adam]", "-p", "regularizers", "[none]")
+    assert cli(*args).wait(300) == 0
+    [checkpoint] = sorted((tmp_path / "mlp" / "checkpoints" / "runs").glob("*/last.pt"))[:1]
+    checkpoint.write_bytes(b"\x00" * 100)  # as a disk error or a half-copied folder leaves it
+    resumed = cli(*args, "--resume")
+    code, text = resumed.wait(300), resumed.stdout.read()
+    assert code == 1 and "CheckpointError" in text and str(checkpoint) in text, text
+    assert cli(*args).wait(300) == 0  # without --resume the run starts afresh and succeeds
