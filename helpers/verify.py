@@ -121,17 +121,15 @@ def check_fingerprint(metrics: dict, *, notebook: str | Path) -> list[str]:
 
 def rerun(metrics: dict, *, workdir: Path) -> dict:
     """Execute the report's section again with its recorded parameters; the new ``metrics.json``."""
-    import papermill
-
+    from .kernels import execute
     from .runner import NOTEBOOKS_DIR, notebook_parameters, notebook_path
 
     section = metrics["section"]
     declared = notebook_parameters(section)
     params = {k: v for k, v in metrics["parameters"].items() if k in declared and k != "output_dir"}
     out = workdir / section
-    papermill.execute_notebook(str(notebook_path(section)), str(workdir / f"{section}.ipynb"),
-                               parameters={**params, "output_dir": str(out)}, cwd=str(NOTEBOOKS_DIR),
-                               progress_bar=False)
+    execute(notebook_path(section), workdir / f"{section}.ipynb", parameters={**params, "output_dir": str(out)},
+            cwd=NOTEBOOKS_DIR)
     return json.loads((out / "metrics.json").read_text())
 
 

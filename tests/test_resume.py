@@ -168,3 +168,18 @@ def test_resume_from_a_corrupt_checkpoint_names_it_and_a_clean_run_follows(tmp_p
     code, text = resumed.wait(300), resumed.stdout.read()
     assert code == 1 and "CheckpointError" in text and str(checkpoint) in text, text
     assert cli(*args).wait(300) == 0  # without --resume the run starts afresh and succeeds
+
+
+def test_a_batch_with_resume_skips_rows_already_complete(tmp_path, fake_data_dir):
+    batch = tmp_path / "class.csv"
+    batch.write_text("name,author_id\nAda,0123\nBob,0042\n")
+    args = ("--batch", batch, "mlp", "--profile", "smoke", "--formats", "html", "--output-dir", tmp_path / "out",
+            "-p", "data_dir", fake_data_dir, "-p", "optimizers", "[adam]", "-p", "regularizers", "[none]")
+    first = cli(*args)
+    assert first.wait(600) == 0, first.stdout.read()
+    shutil.rmtree(tmp_path / "out" / "Bob" / "mlp")  # as if Bob's row had been cut short
+    again = cli(*args, "--resume")
+    code, text = again.wait(600), again.stdout.read()
+    assert code == 0 and "Ada: complete already, skipped" in text and "Bob: ok" in text, text
+    metrics = json.loads((tmp_path / "out" / "Ada" / "mlp" / "metrics.json").read_text())
+    assert metrics["parameters"]["author_id"] == "0123"  # an identifier stays text through the batch
