@@ -66,6 +66,7 @@ def plot_learning_curves(histories: dict, *, fig=None, title: str = "Learning cu
 def plot_history_grid(histories: dict, *, ncols: int = 4, fig=None, title: str = "Learning curves per configuration"):
     """One small loss panel (with accuracy on a twin axis) per configuration."""
     n = len(histories)
+    ncols = max(1, min(ncols, n))  # three configurations: three wide panels, not four narrow ones
     nrows = math.ceil(n / ncols)
     fig = fig or plt.figure(figsize=(3.2 * ncols, 2.7 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
