@@ -253,8 +253,8 @@ def _params(**changes):
             "val_per_class": None, "test_per_class": None, "val_fraction": 0.15, "epochs": None,
             "frozen_epochs": None, "batch_size": 32, "optimizer": "sgd", "lr": 0.001, "momentum": 0.9,
             "weight_decay": 0.0, "head_hidden": 256, "head_dropout": 0.5, "init": "default", "pretrain_epochs": None,
-            "pretrain_per_class": None, "pretrain_batch_size": 128, "pretrain_lr": 0.001, "device": "auto", "checkpoint_every": 0,
-            "author_name": "A", "author_id": "1", "course": "C"}
+            "pretrain_per_class": None, "pretrain_batch_size": 128, "pretrain_lr": 0.001, "device": "auto",
+            "checkpoint_every": 0, "author_name": "A", "author_id": "1", "course": "C"}
     return {**base, **changes}
 
 
