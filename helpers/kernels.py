@@ -78,7 +78,11 @@ def execute(notebook: str | Path, output: str | Path, *, parameters: dict, cwd: 
     start = time.perf_counter()
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd), progress_bar=False,
-                                   log_output=False, kernel_manager_class=_kernel_manager(holder))
+                                   log_output=False, kernel_manager_class=_kernel_manager(holder),
+                                   # the kernel application's own log lines (jupyter_client interrupts every kernel
+                                   # before shutting it down, and the kernel then logs "KeyboardInterrupt caught")
+                                   # say nothing a student can act on; errors in cells still reach the report
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except Exception as exc:
         from papermill.exceptions import PapermillExecutionError
 
