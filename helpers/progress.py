@@ -103,6 +103,7 @@ class Watcher:
         self.batch: dict = {}
         self.run_started: float | None = None
         self.training_cell: int | None = None
+        self._cells_key, self._cells = None, (0, 0, None)
         self.start = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -129,7 +130,7 @@ class Watcher:
 
     def update(self) -> None:
         events, self.offset = read_events(self.events, self.offset)
-        done, total, running = cell_state(self.executed)
+        done, total, running = self.cells()
         for e in events:
             if e["kind"] == "run":
                 self.run, self.batch, self.run_started = e, {}, e["time"]
@@ -155,6 +156,18 @@ class Watcher:
         self.stream.write("\r" + line.ljust(self.width))
         self.stream.flush()
         self.width = len(line)
+
+    def cells(self) -> tuple[int, int, int | None]:
+        """:func:`cell_state`, parsed again only when papermill has saved the notebook since (it saves once per
+        cell): parsing a notebook full of figures twice a second would take CPU from the training it reports on."""
+        try:
+            stat = self.executed.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            return 0, 0, None
+        if key != self._cells_key:
+            self._cells_key, self._cells = key, cell_state(self.executed)
+        return self._cells
 
     def training_text(self) -> str:
         """`` · run 2/8 adam + dropout · epoch 3/8 · batch 120/800 · loss 0.41 acc 85.2% · ~3:10 left``."""
