@@ -20,6 +20,11 @@ ENV = "HELPERS_PROGRESS_FILE"
 _last_batch = [0.0]
 
 
+def batch_due() -> bool:
+    """Whether a batch event would be recorded now (so the loop reads its running loss only then)."""
+    return bool(os.environ.get(ENV)) and time.monotonic() - _last_batch[0] >= 0.5
+
+
 def emit(kind: str, **event) -> None:
     """Record one progress event for the command that runs this notebook (batches: at most twice a second)."""
     path = os.environ.get(ENV)

@@ -18,7 +18,7 @@ from torch import nn
 
 from .augment import Augment
 from .data import ImageSet, batch_indices
-from .progress import emit
+from .progress import batch_due, emit
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
@@ -63,6 +63,40 @@ def deterministic_cuda() -> str:
             "and may vary in the last digits)")
 
 
+# Below this many floating-point operations per forward step, a second intra-op thread costs more in
+# hand-offs than it computes: measured on a 2-core CPU (scripts/benchmark_pipeline.py and the README's
+# performance section), the course MLP at batch 64 (31 MFLOP) trains 2x faster on one thread, the strong CNN at
+# batch 128 (3.8 GFLOP) 1.5x faster on two; the cross-over lay between 60 and 150 MFLOP for MLPs and CNNs alike.
+SMALL_STEP_FLOPS = 100e6
+
+
+def step_flops(model: nn.Module, X: torch.Tensor, batch_size: int) -> float | None:
+    """Floating-point operations of one forward step (``batch_size`` images like ``X[:1]``), or None if the model
+    cannot be counted (torch's FlopCounterMode on a single image in evaluation mode, so batch norm accepts it)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(X[:1])
+        return float(counter.get_total_flops()) * batch_size
+    except Exception:  # a model that needs other inputs: keep torch's threads rather than fail training
+        return None
+    finally:
+        model.train(was_training)
+
+
+def training_threads(model: nn.Module, X: torch.Tensor, *, batch_size: int, device: torch.device) -> int:
+    """Intra-op threads for training ``model``: one for a small step on the CPU, otherwise torch's setting (which
+    a batch run lowers per row). A function of the model and batch size only, so a run repeats exactly."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        return threads
+    flops = step_flops(model, X, batch_size)
+    return 1 if flops is not None and flops < SMALL_STEP_FLOPS else threads
+
+
 def progress_enabled() -> bool:
     # Bars help in JupyterLab but are noise in an exported report; the CLI sets this variable.
     return os.environ.get("HELPERS_PROGRESS", "1") != "0"
@@ -75,14 +109,24 @@ def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0, m
         raise ValueError(f"optimizer={name!r}: unknown; allowed: {', '.join(OPTIMIZERS)}")
     if not lr > 0:
         raise ValueError(f"lr={lr!r}: must be > 0")
+    params = list(params)
+    # One fused kernel per step instead of a handful of small ops per parameter tensor: 20% more images/s for the
+    # course MLP on a CPU (the same update, summed in another order). RMSprop has no fused kernel; foreach batches
+    # its ops instead.
+    fast = {"fused": True} if _fused_ok(params) else {}
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
-                               weight_decay=weight_decay)
+                               weight_decay=weight_decay, **fast)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fast)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, momentum=0.0)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fast)
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, momentum=0.0, foreach=bool(fast))
+
+
+def _fused_ok(params) -> bool:
+    """Whether torch's fused optimizer kernels take these parameters (floating point, on the CPU or CUDA)."""
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def make_scheduler(name: str, optimizer, *, total_steps: int, steps_per_epoch: int, lr: float,
@@ -227,9 +271,25 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
     if num_epochs < 1 or batch_size < 1:
         raise ValueError(f"num_epochs={num_epochs!r}, batch_size={batch_size!r}: both must be >= 1")
     device = resolve_device(device)
+    model.to(device)
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(training_threads(model, train.X[:1].to(device), batch_size=batch_size, device=device))
+    try:
+        return _fit(model, train, val, num_epochs=num_epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                    weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, l1=l1, schedule=schedule,
+                    label_smoothing=label_smoothing, augment=augment, patience=patience,
+                    checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume_from=resume_from,
+                    resume=resume, restore_best=restore_best, seed=seed, device=device, progress=progress,
+                    desc=desc, task=task)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _fit(model, train, val, *, num_epochs, batch_size, optimizer, lr, weight_decay, momentum, nesterov, l1, schedule,
+         label_smoothing, augment, patience, checkpoint_dir, checkpoint_every, resume_from, resume, restore_best, seed,
+         device, progress, desc, task) -> History:
     augment = augment or Augment()
     seed_everything(seed)
-    model.to(device)
     opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr=lr,
                          weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -267,6 +327,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
     X_train, y_train = train.X.to(device), train.y.to(device)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
     best_state = None
+    # On the CPU a per-batch check costs nothing and names the batch; an accelerator is checked once per epoch.
+    check_each_batch = device.type == "cpu"
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     show = progress_enabled() if progress is None else progress
     from tqdm.auto import tqdm
 
@@ -274,7 +337,10 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
-        total_loss, correct, seen, failed = 0.0, 0, 0, None
+        # Running sums stay on the device: reading them (.item()) waits for the accelerator, so it happens only
+        # when a progress line is due and at the end of the epoch, not on every batch.
+        total_loss = torch.zeros((), dtype=acc_dtype, device=device)
+        correct, seen, failed = torch.zeros((), dtype=torch.long, device=device), 0, None
         for step, idx in enumerate(batch_indices(len(train), batch_size=batch_size, shuffle=True, generator=gen)):
             idx = idx.to(device)
             xb, yb = task.batch(augment(X_train[idx], aug_gen), y_train[idx], aug_gen)
@@ -282,7 +348,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
             loss = task.loss(logits, yb)
             if l1:
                 loss = loss + l1 * l1_penalty(model)
-            if not torch.isfinite(loss):
+            if check_each_batch and not torch.isfinite(loss):
                 failed = f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {step + 1}"
                 break
             opt.zero_grad(set_to_none=True)
@@ -290,15 +356,19 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
             opt.step()
             if sched is not None:
                 sched.step()
-            total_loss += loss.item() * len(yb)
+            total_loss += loss.detach() * len(yb)
             hits = task.correct(logits, yb)
-            correct = None if hits is None or correct is None else correct + hits.item()
+            correct = None if hits is None or correct is None else correct + hits
             seen += len(yb)
-            emit("batch", desc=desc, epoch=epoch, epochs=num_epochs, step=step + 1, steps=steps_per_epoch,
-                 loss=total_loss / seen, acc=None if correct is None else correct / seen)
+            if batch_due():
+                emit("batch", desc=desc, epoch=epoch, epochs=num_epochs, step=step + 1, steps=steps_per_epoch,
+                     loss=total_loss.item() / seen, acc=None if correct is None else correct.item() / seen)
+        if not failed and not math.isfinite(total_loss.item()):
+            failed = f"non-finite loss in epoch {epoch}"
         if failed:
             history.stop_reason = failed
             break
+        total_loss, correct = total_loss.item(), None if correct is None else correct.item()
         row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": None if correct is None else correct / seen,
                "val_loss": None, "val_acc": None, "lr": opt.param_groups[0]["lr"]}
         if val is not None and len(val):

@@ -1,22 +1,30 @@
-"""Training throughput of the strong CNN: the course reports' torchvision pipeline vs the toolkit's.
+"""Training throughput, side by side in one run: the course reports' pipeline, a bare loop, the toolkit's ``fit``.
 
-Trains the ``strong`` CNN preset (:mod:`helpers.architecture`) for a fixed number of steps, with augmentation on, three ways:
+Two models, as the course trains them:
 
-* ``torchvision``: ``torchvision.datasets.FashionMNIST`` with per-sample ``torchvision.transforms``
-  (RandomHorizontalFlip, RandomRotation, ColorJitter, ToTensor, Gaussian noise) through a ``DataLoader``,
-  the model in PyTorch's default memory layout and a hand-written training loop (how the course reports did it);
-* ``torchvision + channels-last``: the same loader with the toolkit's model layout, to separate what the
-  data pipeline gains from what the model layout gains;
-* ``toolkit``: :func:`helpers.training.fit` on the in-memory tensors with batch augmentation
-  (:class:`helpers.augment.Augment`) and the channels-last model.
+* ``mlp``: the 256-128-64 tanh MLP, Adam, batch 64, no augmentation;
+* ``cnn``: the ``strong`` CNN preset (:mod:`helpers.architecture`), SGD with Nesterov momentum, batch 128,
+  random horizontal flip + 10 degree rotation.
 
-Same batch size, optimizer (SGD, Nesterov momentum, one-cycle), label smoothing and augmentation strengths in all.
-The ways are run in turn ``--repeats`` times and the median images per second is reported, since a shared
-CPU makes single timings noisy. Downloads are impossible offline, so torchvision is pointed at a temporary
-``FashionMNIST/raw`` folder holding the found IDX files (symlinked, or unpacked where they are gzipped:
-torchvision reads only the unpacked files).
+Each is trained three ways on the same images with the same model, batch size and optimizer:
 
-    python scripts/benchmark_pipeline.py --steps 50 --batch-size 128
+* ``course``: ``torchvision.datasets.FashionMNIST`` with per-sample ``torchvision.transforms``
+  (PIL flip and rotation, ``ToTensor``) through a ``DataLoader``, the model in PyTorch's default memory layout and
+  a hand-written loop, as the seed reports did;
+* ``bare``: the fastest loop one can write by hand on in-memory tensors (shuffle by ``randperm``, index a batch,
+  step), with the model exactly as the toolkit builds it, and no augmentation (for the CNN too, so that it
+  measures the loop, not the augmentation);
+* ``toolkit``: :func:`helpers.training.fit` on the in-memory tensors (batch augmentation on tensors for the CNN;
+  ``toolkit, no aug`` is the same without augmentation, the fair partner of ``bare``).
+
+The ways run in turn, ``--rounds`` times, and the median images per second of each is reported, since a shared
+CPU makes single timings noisy. Two ratios answer the questions: how much of a bare loop ``fit`` keeps
+(``toolkit, no aug`` / ``bare``) and how much faster the toolkit trains than the course pipeline
+(``toolkit`` / ``course``). Downloads are impossible offline, so torchvision reads the found IDX files from a
+temporary ``FashionMNIST/raw`` folder.
+
+    python scripts/benchmark_pipeline.py                 # both models, 3 rounds
+    python scripts/benchmark_pipeline.py --models mlp --rounds 5 --json bench.json
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import gzip
 import json
 import os
+import platform
 import shutil
 import statistics
 import sys
@@ -32,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# As helpers/__init__.py does, and for both ways alike: OpenMP threads wait passively instead of spinning,
+# As helpers/__init__.py does, and for every way alike: OpenMP threads wait passively instead of spinning,
 # which only takes effect before torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -43,17 +52,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from helpers import data  # noqa: E402
 from helpers.architecture import build_from_spec  # noqa: E402
 from helpers.augment import Augment  # noqa: E402
-from helpers.training import fit, seed_everything  # noqa: E402
+from helpers.models import build_mlp  # noqa: E402
+from helpers.training import fit, make_optimizer, seed_everything  # noqa: E402
+
+# What each model is trained with in every way (the MLP as report 000 trains it; the CNN as the strong model).
+MODELS = {
+    "mlp": {"batch_size": 64, "optimizer": "adam", "lr": 1e-3, "rotation": 0.0, "hflip": False, "steps": 400},
+    "cnn": {"batch_size": 128, "optimizer": "sgd", "lr": 0.05, "rotation": 10.0, "hflip": True, "steps": 30},
+}
 
 
-class AddGaussianNoise:
-    """``transforms.Lambda``-style noise, as a class so DataLoader workers can pickle it."""
-
-    def __init__(self, std: float):
-        self.std = std
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + self.std * torch.randn_like(x)).clamp(0, 1)
+def build(name: str, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    if name == "mlp":
+        return build_mlp(hidden_sizes=[256, 128, 64], activation="tanh", num_classes=10)
+    return build_from_spec("strong")
 
 
 def torchvision_root(data_dir=None) -> tempfile.TemporaryDirectory:
@@ -62,7 +75,7 @@ def torchvision_root(data_dir=None) -> tempfile.TemporaryDirectory:
     raw = Path(tmp.name) / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for path in data.find_data(data_dir).values():
-        if path.suffix == ".gz":
+        if path.suffix == ".gz":  # torchvision reads only unpacked files
             with gzip.open(path, "rb") as src, open(raw / path.stem, "wb") as dst:
                 shutil.copyfileobj(src, dst)
         else:
@@ -70,120 +83,128 @@ def torchvision_root(data_dir=None) -> tempfile.TemporaryDirectory:
     return tmp
 
 
-def course_loader(root: str, args):
-    """torchvision FashionMNIST with per-sample transforms through a DataLoader."""
+def course_loader(root: str, spec: dict):
+    """torchvision FashionMNIST with per-sample PIL transforms through a DataLoader (the DataLoader defaults)."""
     from torchvision import datasets, transforms
 
-    transform = transforms.Compose([
-        transforms.RandomHorizontalFlip(),
-        transforms.RandomRotation(args.rotation),
-        transforms.ColorJitter(brightness=args.brightness, contrast=args.contrast),
-        transforms.ToTensor(),
-        AddGaussianNoise(args.noise_std),
-    ])
-    train = datasets.FashionMNIST(root, train=True, transform=transform, download=False)
-    return torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
-                                       drop_last=True)
+    steps = []
+    if spec["hflip"]:
+        steps.append(transforms.RandomHorizontalFlip())
+    if spec["rotation"]:
+        steps.append(transforms.RandomRotation(spec["rotation"]))
+    train = datasets.FashionMNIST(root, train=True, transform=transforms.Compose([*steps, transforms.ToTensor()]),
+                                  download=False)
+    return torch.utils.data.DataLoader(train, batch_size=spec["batch_size"], shuffle=True, drop_last=True)
 
 
-def run_course(loader, *, channels_last: bool, args) -> float:
-    """Images per second of a hand-written loop over ``loader`` (timed after ``args.warmup`` steps)."""
-    seed_everything(args.seed)
-    model = strong_cnn(args.seed)
-    if not channels_last:
-        model = model.to(memory_format=torch.contiguous_format)
-    steps = args.warmup + args.steps
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.25)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+def hand_loop(model, batches, spec: dict, *, steps: int, warmup: int) -> float:
+    """Images per second of the loop a course report writes: forward, loss, backward, step, running loss."""
+    opt = make_optimizer(spec["optimizer"], model.parameters(), lr=spec["lr"], momentum=0.9,
+                         nesterov=spec["optimizer"] == "sgd")
+    loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
-    total, correct, start = 0.0, 0, None
-    for step, (xb, yb) in enumerate(loader):
-        if step == args.warmup:
+    start, total = None, 0.0
+    for step, (xb, yb) in enumerate(batches):
+        if step == warmup:
             start = time.perf_counter()
-        if step == steps:
+        if step == warmup + steps:
             break
-        logits = model(xb)
-        loss = loss_fn(logits, yb)
+        loss = loss_fn(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         total += loss.item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    return args.steps * args.batch_size / (time.perf_counter() - start)
+    return steps * spec["batch_size"] / (time.perf_counter() - start)
 
 
-def strong_cnn(seed: int):
-    torch.manual_seed(seed)
-    return build_from_spec("strong")
+def run_course(name: str, root: str, spec: dict, *, seed: int, warmup: int) -> float:
+    seed_everything(seed)
+    model = build(name, seed).to(memory_format=torch.contiguous_format)  # the default layout, as a course has it
+    return hand_loop(model, course_loader(root, spec), spec, steps=spec["steps"], warmup=warmup)
 
 
-def run_toolkit(train: data.ImageSet, *, args) -> float:
-    """Images per second of :func:`helpers.training.fit` over exactly ``args.steps`` batches (after a warm-up fit)."""
-    augment = Augment(rotation=args.rotation, noise_std=args.noise_std, hflip=True, brightness=args.brightness,
-                      contrast=args.contrast)
-    kwargs = {"batch_size": args.batch_size, "optimizer": "sgd", "lr": args.lr, "momentum": 0.9, "nesterov": True,
-              "weight_decay": 5e-4, "schedule": "onecycle", "label_smoothing": 0.1, "augment": augment,
-              "seed": args.seed, "device": "cpu", "progress": False}
-    model = strong_cnn(args.seed)
-    g = torch.Generator().manual_seed(args.seed)
-    order = torch.randperm(len(train), generator=g)
-    fit(model, train[order[:args.warmup * args.batch_size]], None, num_epochs=1, **kwargs)
-    history = fit(model, train[order[:args.steps * args.batch_size]], None, num_epochs=1, **kwargs)
-    return args.steps * args.batch_size / history.seconds
+def run_bare(name: str, train: data.ImageSet, spec: dict, *, seed: int, warmup: int) -> float:
+    seed_everything(seed)
+    model = build(name, seed)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    bs = spec["batch_size"]
+    batches = ((train.X[idx], train.y[idx]) for idx in order.split(bs))
+    return hand_loop(model, batches, spec, steps=spec["steps"], warmup=warmup)
+
+
+def run_toolkit(name: str, train: data.ImageSet, spec: dict, *, seed: int, warmup: int, augment: bool) -> float:
+    """Images per second of :func:`helpers.training.fit` over exactly ``steps`` batches (after a warm-up fit)."""
+    aug = Augment(rotation=spec["rotation"], hflip=spec["hflip"]) if augment else None
+    kwargs = {"batch_size": spec["batch_size"], "optimizer": spec["optimizer"], "lr": spec["lr"], "momentum": 0.9,
+              "nesterov": spec["optimizer"] == "sgd", "augment": aug, "seed": seed, "device": "cpu",
+              "progress": False}
+    model = build(name, seed)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    fit(model, train[order[:warmup * spec["batch_size"]]], None, num_epochs=1, **kwargs)
+    history = fit(model, train[order[:spec["steps"] * spec["batch_size"]]], None, num_epochs=1, **kwargs)
+    return spec["steps"] * spec["batch_size"] / history.seconds
+
+
+def benchmark(name: str, train: data.ImageSet, root: str, *, rounds: int, warmup: int, seed: int, log=print) -> dict:
+    spec = MODELS[name]
+    augmented = spec["hflip"] or spec["rotation"]
+    ways = {"course": lambda: run_course(name, root, spec, seed=seed, warmup=warmup),
+            "bare": lambda: run_bare(name, train, spec, seed=seed, warmup=warmup),
+            "toolkit": lambda: run_toolkit(name, train, spec, seed=seed, warmup=warmup, augment=True)}
+    if augmented:
+        ways["toolkit, no aug"] = lambda: run_toolkit(name, train, spec, seed=seed, warmup=warmup, augment=False)
+    aug_text = "flip + %g° rotation" % spec["rotation"] if augmented else "no augmentation"
+    log(f"{name}: batch {spec['batch_size']}, {spec['optimizer']}, {aug_text} (course, toolkit); "
+        f"{spec['steps']} timed steps after {warmup}, {rounds} rounds")
+    rates = {way: [] for way in ways}
+    for r in range(rounds):
+        for way, run in ways.items():
+            rates[way].append(run())
+            log(f"  round {r + 1}: {way:<16} {rates[way][-1]:9.0f} images/s")
+    median = {way: statistics.median(v) for way, v in rates.items()}
+    plain = "toolkit, no aug" if augmented else "toolkit"
+    return {"settings": spec, "images_per_second": median, "rounds": rates,
+            "fit_vs_bare": median[plain] / median["bare"], "toolkit_vs_course": median["toolkit"] / median["course"]}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=50, help="timed training steps per run")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before each run")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each way, in turn; the median is reported")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (0: the DataLoader default)")
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--rotation", type=float, default=5.0, help="degrees")
-    parser.add_argument("--noise-std", type=float, default=0.02)
-    parser.add_argument("--brightness", type=float, default=0.1)
-    parser.add_argument("--contrast", type=float, default=0.1)
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each way, in turn; the median is reported")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before each timed run")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; allowed: {', '.join(MODELS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     train = data.load_fashion_mnist(args.data_dir)["train"]
-    if max(args.steps, args.warmup) * args.batch_size > len(train):
-        parser.error(f"--steps (and --warmup) x --batch-size must fit in one epoch of {len(train):,} images")
     root = torchvision_root(args.data_dir)
-    ways = {
-        "torchvision": lambda: run_course(course_loader(root.name, args), channels_last=False, args=args),
-        "torchvision + channels-last": lambda: run_course(course_loader(root.name, args), channels_last=True,
-                                                          args=args),
-        "toolkit": lambda: run_toolkit(train, args=args),
-    }
-    print(f"strong CNN, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}, augmentation on, "
-          f"{torch.get_num_threads()} torch threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), "
-          f"DataLoader workers {args.num_workers}, {args.repeats} repeats", flush=True)
-    rates = {name: [] for name in ways}
-    for repeat in range(args.repeats):
-        for name, run in ways.items():
-            rates[name].append(run())
-            print(f"  repeat {repeat + 1}: {name:<28} {rates[name][-1]:8.0f} images/s", flush=True)
-    root.cleanup()
-    median = {name: statistics.median(r) for name, r in rates.items()}
-    result = {"images_per_second": median, "runs": rates,
-              "ratio_toolkit_vs_torchvision": median["toolkit"] / median["torchvision"],
-              "ratio_toolkit_vs_torchvision_channels_last": median["toolkit"] / median["torchvision + channels-last"],
-              "settings": {**vars(args), "torch_threads": torch.get_num_threads(),
-                           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}}
-    print("median images/s: " + ", ".join(f"{k} {v:.0f}" for k, v in median.items()))
-    print(f"toolkit / torchvision (course pipeline):        {result['ratio_toolkit_vs_torchvision']:.2f}x")
-    print(f"toolkit / torchvision with the same model layout: {result['ratio_toolkit_vs_torchvision_channels_last']:.2f}x")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", flush=True)
+    results = {}
+    try:
+        for name in names:
+            results[name] = benchmark(name, train, root.name, rounds=args.rounds, warmup=args.warmup, seed=args.seed,
+                                      log=lambda s: print(s, flush=True))
+    finally:
+        root.cleanup()
+    print("\nmedian images/s and ratios")
+    for name, res in results.items():
+        rates = ", ".join(f"{k} {v:.0f}" for k, v in res["images_per_second"].items())
+        print(f"  {name}: {rates}")
+        print(f"  {name}: fit / bare loop {res['fit_vs_bare']:.2f}x, toolkit / course pipeline "
+              f"{res['toolkit_vs_course']:.2f}x")
+    out = {"models": results, "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "cores": os.cpu_count(), "rounds": args.rounds}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return result
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return out
 
 
 if __name__ == "__main__":
