@@ -1,19 +1,22 @@
 """Batch runs for an instructor: one report folder per row of a CSV or YAML file of parameter sets.
 
 Each row runs as its own ``python -m helpers run`` process, so a crash in one cannot take the others
-down, and ``--jobs N`` runs N rows at once (torch threads shared out between them).
+down. Where the rows run is the executor's business (:mod:`helpers.executors`: threads on this machine, or
+tasks on a Dask cluster); what they produce is summed up for the class by :mod:`helpers.summary`.
 """
 
 from __future__ import annotations
 
 import csv
-import html
+import ctypes
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import time
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -21,6 +24,10 @@ import yaml
 from .runner import SECTIONS, notebook_parameters
 
 RESERVED = ("name", "sections", "profile")
+ATTEMPTS = "attempts.jsonl"  # one line per start of a row: a row started again lost its worker
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# bound in the parent: the child between fork and exec should call nothing that may take a lock
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 class BatchRowError(ValueError):
@@ -90,16 +97,32 @@ def check_row(line: int, row: dict, sections: list[str]) -> tuple[str, list[str]
 
 
 def row_complete(folder: Path, sections: list[str]) -> bool:
-    """Whether a row's folder holds a finished run of every one of its sections (for ``--resume``)."""
+    """Whether a row's folder holds a finished run of every one of its sections: each ``ok`` in the ``run.json`` its
+    run wrote, with its ``metrics.json`` and every file that run listed (the HTML, the PDF) present."""
     summary = folder / "run.json"
     if not summary.exists():
         return False
     done = {r["section"]: r for r in json.loads(summary.read_text())}
-    return all(done.get(s, {}).get("status") == "ok" and (folder / s / "metrics.json").exists() for s in sections)
+    return all(done.get(s, {}).get("status") == "ok" and (folder / s / "metrics.json").exists()
+               and all((folder / s / name).exists() for name in done[s].get("files", {}).values())
+               for s in sections)
 
 
-def _run_row(folder: Path, sections: list[str], params: dict, *, no_input: bool, formats, threads: int,
-             resume: bool = False, timeout: float | None = None) -> int:
+def _die_with_parent(parent: int) -> None:
+    """In the row's process, before it starts: be killed when the process that started it ends.
+
+    A Dask worker that is killed (or whose machine goes) would otherwise leave its row running, still writing the
+    report folder while the scheduler runs the same row again elsewhere. The row's kernel follows the row: jupyter
+    kernels end when their parent does (``JPY_PARENT_PID``).
+    """
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended between fork and prctl
+        os._exit(1)
+
+
+def row_command(folder: Path, sections: list[str], params: dict, *, no_input: bool, formats, resume: bool = False,
+                timeout: float | None = None) -> list[str]:
+    """The ``python -m helpers run`` command line of one row."""
     cmd = [sys.executable, "-m", "helpers", "run", *sections, "--output-dir", str(folder), "--formats", ",".join(formats)]
     if resume:
         cmd.append("--resume")
@@ -109,10 +132,58 @@ def _run_row(folder: Path, sections: list[str], params: dict, *, no_input: bool,
         cmd += ["-p", k, json.dumps(v) if not isinstance(v, str) else v]
     if no_input:
         cmd.append("--no-input")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return cmd
+
+
+def record_attempt(folder: Path, worker: str) -> int:
+    """Note one more start of this row in ``folder/attempts.jsonl``; return how many starts there have been.
+
+    The file lives in the row's folder, so every worker (on any machine sharing the output folder) counts the same
+    starts: a row whose worker was lost is started again by the scheduler, and the count bounds ``--retries``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ATTEMPTS).open("a") as f:
+        f.write(json.dumps({"worker": worker, "pid": os.getpid(), "time": time.time()}) + "\n")
+    return len((folder / ATTEMPTS).read_text().splitlines())
+
+
+def run_row(folder: Path, sections: list[str], params: dict, *, no_input: bool, formats, threads: int,
+            resume: bool = False, timeout: float | None = None, row_timeout: float | None = None,
+            retries: int | None = None, worker: str = "local") -> dict:
+    """Run one row as its own ``python -m helpers run`` process; return what became of it.
+
+    ``timeout`` limits each section (the command's ``--timeout``), ``row_timeout`` the whole row. A start after the
+    first means the row's earlier worker was lost: it continues from its checkpoints (``--resume``), and after
+    ``retries`` such restarts the row is given up as ``worker lost``. The row is ``ok`` only when its folder holds a
+    complete report (:func:`row_complete`).
+    """
+    folder = Path(folder)
+    attempt = record_attempt(folder, worker)
+    base = {"folder": folder.name, "worker": worker, "attempts": attempt}
+    if retries is not None and attempt > retries + 1:
+        return {**base, "status": "worker lost", "seconds": 0.0,
+                "error": f"its worker was lost {attempt - 1} times (--retries {retries}); see {folder.name}/{ATTEMPTS}"}
+    cmd = row_command(folder, sections, params, no_input=no_input, formats=formats, resume=resume or attempt > 1,
+                      timeout=timeout)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HELPERS_PROGRESS": "0"}
+    start = time.perf_counter()
     with (folder / "run.log").open("w") as log:
-        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=partial(_die_with_parent, os.getpid()) if _LIBC else None)
+        try:
+            code = proc.wait(timeout=row_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # its kernel ends with it
+            proc.wait()
+            return {**base, "status": "timed out", "seconds": time.perf_counter() - start,
+                    "error": f"row stopped after {row_timeout:g} s (--row-timeout); partial reports are kept"}
+    seconds = time.perf_counter() - start
+    if code != 0:
+        return {**base, "status": "failed", "seconds": seconds, "error": row_error(folder, code)}
+    if not row_complete(folder, sections):
+        return {**base, "status": "failed", "seconds": seconds,
+                "error": f"exit 0 but the report folder is incomplete; see {folder.name}/run.log"}
+    return {**base, "status": "ok", "seconds": seconds, "error": ""}
 
 
 def row_error(folder: Path, code: int) -> str:
@@ -129,59 +200,62 @@ def row_error(folder: Path, code: int) -> str:
     return errors[-1] if errors else f"exit {code}; see {folder.name}/run.log"
 
 
-def run_batch(path, *, sections: list[str], output_dir: Path, common: dict, no_input: bool, formats, jobs: int,
-              resume: bool = False, timeout: float | None = None) -> int:
-    """Run every row; a bad row is reported by line number and the others go on. Returns the exit status."""
-    rows = read_batch(path, {k: v for sec in SECTIONS for k, v in notebook_parameters(sec).items()})
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    results, pending = [], []
-    seen = set()
+def plan_batch(rows: list[tuple[int, dict]], *, sections: list[str], common: dict, output_dir: Path,
+               resume: bool = False) -> tuple[list[dict], list[dict]]:
+    """Split the rows into (rows to run, rows already settled: bad ones, and complete ones under ``--resume``).
+
+    Each row is a dict: line, name (its folder), sections, params; settled ones also carry status and error.
+    """
+    pending, settled, seen = [], [], set()
     for line, row in rows:
         try:
             name, row_sections, params = check_row(line, {**common, **row}, sections)
             if name in seen:
                 raise BatchRowError(f"line {line}: name {name!r} is used by an earlier row")
             seen.add(name)
-            if resume and row_complete(output_dir / name, row_sections):
-                results.append({"line": line, "name": name, "status": "ok", "folder": name,
-                                "detail": "complete already (--resume)"})
-                print(f"line {line}: {name}: complete already, skipped")
-                continue
-            pending.append((line, name, row_sections, params))
         except BatchRowError as exc:
-            results.append({"line": line, "name": str(row.get("name", "")), "status": "bad row", "detail": str(exc)})
-            print(f"error: {exc}")
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_run_row, output_dir / name, secs, params, no_input=no_input, formats=formats,
-                               threads=threads, resume=resume, timeout=timeout): (line, name)
-                   for line, name, secs, params in pending}
-        for future, (line, name) in futures.items():
-            code = future.result()
-            status = "ok" if code == 0 else "failed"
-            results.append({"line": line, "name": name, "status": status, "folder": name,
-                            "detail": "" if code == 0 else row_error(output_dir / name, code)})
-            print(f"line {line}: {name}: {status}")
-    results.sort(key=lambda r: r["line"])
-    write_batch_index(output_dir, results, source=Path(path).name)
+            settled.append({"line": line, "name": slug(row.get("name", "")) if row.get("name") else "",
+                            "sections": [], "params": {k: v for k, v in row.items() if k != "__invalid__"},
+                            "status": "bad row", "error": str(exc)})
+            continue
+        entry = {"line": line, "name": name, "sections": row_sections, "params": params}
+        if resume and row_complete(output_dir / name, row_sections):
+            settled.append({**entry, "status": "ok", "folder": name, "error": "", "note": "complete already (--resume)"})
+        else:
+            pending.append(entry)
+    return pending, settled
+
+
+def run_batch(path, *, sections: list[str], output_dir: Path, common: dict, no_input: bool, formats, jobs: int,
+              resume: bool = False, timeout: float | None = None, executor: str = "local",
+              scheduler: str | None = None, retries: int = 2, row_timeout: float | None = None) -> int:
+    """Run every row; a bad row is reported by line number and the others go on. Returns the exit status.
+
+    ``executor`` is ``local`` (``jobs`` threads here) or ``dask`` (tasks on the cluster at ``scheduler``, or on a
+    local cluster of ``jobs`` workers). Either way the batch folder ends with ``summary.csv`` and ``index.html``.
+    """
+    from .executors import run_dask, run_local
+    from .summary import write_summary
+
+    rows = read_batch(path, {k: v for sec in SECTIONS for k, v in notebook_parameters(sec).items()})
+    output_dir = Path(output_dir).resolve()  # workers elsewhere do not share this process's working folder
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pending, settled = plan_batch(rows, sections=sections, common=common, output_dir=output_dir, resume=resume)
+    for r in settled:
+        print(f"error: {r['error']}" if r["status"] == "bad row" else f"line {r['line']}: {r['name']}: complete "
+              "already, skipped")
+    for r in pending:  # a fresh count of starts: --retries is per batch run
+        (output_dir / r["name"] / ATTEMPTS).unlink(missing_ok=True)
+    options = {"no_input": no_input, "formats": formats, "resume": resume, "timeout": timeout,
+               "row_timeout": row_timeout, "retries": retries}
+    start = time.perf_counter()
+    if executor == "dask":
+        done = run_dask(pending, output_dir=output_dir, jobs=jobs, scheduler=scheduler, options=options)
+    else:
+        done = run_local(pending, output_dir=output_dir, jobs=jobs, options=options)
+    results = sorted(settled + done, key=lambda r: r["line"])
+    files = write_summary(output_dir, results, source=Path(path).name)
     bad = [r for r in results if r["status"] != "ok"]
-    print(f"batch: {len(results) - len(bad)} of {len(results)} rows ok; index: {output_dir / 'index.html'}")
+    print(f"batch: {len(results) - len(bad)} of {len(results)} rows ok in {time.perf_counter() - start:.0f} s; "
+          f"summary: {files['csv']}; index: {files['html']}")
     return 1 if bad else 0
-
-
-def write_batch_index(output_dir: Path, results: list[dict], *, source: str) -> Path:
-    def link(r):
-        return f'<a href="{html.escape(r["folder"])}/index.html">report</a>' if r.get("folder") else ""
-
-    rows = "".join(
-        f"<tr><td>{r['line']}</td><td>{html.escape(r['name'])}</td><td>{html.escape(r['status'])}</td>"
-        f"<td>{link(r)}</td><td>{html.escape(r.get('detail', ''))}</td></tr>" for r in results)
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Batch {html.escape(source)}</title>"
-            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}td,th{padding:4px 8px;"
-            "border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
-            f"<h1>Batch run of {html.escape(source)}</h1><table><tr><th>line</th><th>name</th><th>status</th>"
-            f"<th>report</th><th>detail</th></tr>{rows}</table></body></html>")
-    path = output_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path

@@ -109,7 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-input", action="store_true", help="hide code cells in the HTML/PDF reports")
     run.add_argument("--formats", default="html,pdf", help="comma-separated: html, pdf (default: html,pdf)")
     run.add_argument("--batch", type=Path, help="CSV or YAML of parameter sets, one report folder per row")
-    run.add_argument("--jobs", type=int, default=1, help="batch rows run at once (default 1)")
+    run.add_argument("--jobs", type=int, default=1, help="batch rows run at once (default 1); with --executor dask "
+                     "and no --scheduler: the local cluster's worker processes (on a CUDA machine: one per GPU)")
+    run.add_argument("--executor", choices=("local", "dask"), default="local",
+                     help="where batch rows run: local (threads here, the default) or dask (tasks on a Dask cluster)")
+    run.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                     help="--executor dask: the scheduler to use, e.g. tcp://10.0.0.5:8786 (default: "
+                          "$DASK_SCHEDULER_ADDRESS, else a local cluster of --jobs workers)")
+    run.add_argument("--retries", type=int, default=2,
+                     help="--executor dask: times a row is started again when its worker is lost (default 2)")
+    run.add_argument("--row-timeout", type=float, default=None, metavar="SECONDS",
+                     help="stop a batch row (all its sections together) after this many seconds")
     run.add_argument("--quiet", action="store_true", help="print only the summary (no progress line)")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run: finished configurations are read back from their checkpoints, "
@@ -117,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                      help="stop a section (a batch row: each of its sections) after this many seconds; its partial "
                           "notebook is kept and it is reported as timed out")
+    run.add_argument("--cache-dir", type=Path, default=None, metavar="FOLDER",
+                     help="the cache of work done once (data decoding, transfer pretraining, finished training runs), "
+                          "shared by a batch's rows and reruns (default: $HELPERS_CACHE_DIR, else OUTPUT_DIR/.cache)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="compute everything and keep nothing in the cache (also: HELPERS_CACHE=off)")
     sub.add_parser("params", help="list every section's parameters and defaults")
     verify = sub.add_parser("verify", help="re-execute a report from what it recorded and compare every number",
                             description="Checks each metrics.json under REPORT_DIR (a section, a report of several "
@@ -171,6 +186,18 @@ def check_writable(folder: Path) -> None:
                          "or free some space (reports already in it are left as they are)") from None
 
 
+def use_cache(args) -> None:
+    """Where this command and everything it starts (report kernels, batch rows, which inherit the environment)
+    keep their cache: ``--cache-dir``, else an inherited ``$HELPERS_CACHE_DIR`` (a batch row gets its batch's),
+    else ``OUTPUT_DIR/.cache``; ``--no-cache`` turns it off (see :mod:`helpers.cache`)."""
+    from .cache import ENV_DIR, ENV_SWITCH
+
+    if args.cache_dir is not None or not os.environ.get(ENV_DIR):
+        os.environ[ENV_DIR] = str((args.cache_dir or args.output_dir / ".cache").expanduser().resolve())
+    if args.no_cache:
+        os.environ[ENV_SWITCH] = "off"
+
+
 def run_command(args) -> int:
     sections = args.sections or list(SECTIONS)
     bad = [s for s in sections if s not in SECTIONS]
@@ -181,15 +208,19 @@ def run_command(args) -> int:
         raise SystemExit(f"error: --formats {args.formats!r}; allowed: a comma-separated list of {', '.join(FORMATS)}")
     if args.jobs < 1:
         raise SystemExit(f"error: --jobs {args.jobs}: must be >= 1")
+    if args.retries < 0 or (args.row_timeout is not None and args.row_timeout <= 0):
+        raise SystemExit("error: --retries must be >= 0 and --row-timeout > 0 seconds")
     declared = {k: v for s in sections for k, v in notebook_parameters(s).items()}
     params = collect_parameters(args, declared)
+    use_cache(args)
     if args.batch:
         from .batch import run_batch
 
         check_writable(args.output_dir)
         return run_batch(args.batch, sections=sections, output_dir=args.output_dir, common=params,
                          no_input=args.no_input, formats=formats, jobs=args.jobs, resume=args.resume,
-                         timeout=args.timeout)
+                         timeout=args.timeout, executor=args.executor, scheduler=args.scheduler,
+                         retries=args.retries, row_timeout=args.row_timeout)
     routed = route_parameters(sections, params)
     check_writable(args.output_dir)
     start = time.perf_counter()
