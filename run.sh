@@ -5,11 +5,42 @@
 #   bash run.sh setup | data            only the set-up, or only getting the data
 # Run options are those of `python -m helpers run` (e.g. --profile full, -p author_name "Ada", cnn mlp).
 set -euo pipefail
-cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+sha256() {
+    # SHA-256 of standard input in hex: sha256sum (GNU coreutils), shasum -a 256 (macOS), else Python's hashlib
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum | cut -d' ' -f1
+    elif command -v shasum >/dev/null 2>&1; then
+        shasum -a 256 | cut -d' ' -f1
+    else
+        "$PY" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
+    fi
+}
+
+requirements_digest() { cat requirements.txt requirements-dev.txt pyproject.toml | sha256; }
+
+find_chromium() {
+    # The places helpers/export.py looks at: $CHROMIUM alone when set, else the usual names, else the macOS apps.
+    if [ -n "${CHROMIUM:-}" ]; then
+        command -v "$CHROMIUM" 2>/dev/null
+        return
+    fi
+    local name app
+    for name in chromium chromium-browser google-chrome google-chrome-stable chrome; do
+        command -v "$name" 2>/dev/null && return 0
+    done
+    for app in "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome" \
+               "/Applications/Chromium.app/Contents/MacOS/Chromium" \
+               "$HOME/Applications/Google Chrome.app/Contents/MacOS/Google Chrome" \
+               "$HOME/Applications/Chromium.app/Contents/MacOS/Chromium"; do
+        [ -x "$app" ] && { echo "$app"; return 0; }
+    done
+    return 1
+}
 
 setup_python() {
     "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -17,7 +48,7 @@ setup_python() {
     [ -x "$VENV/bin/python" ] || { say "creating virtual environment $VENV"; "$PY" -m venv "$VENV"; }
     # Reinstall only when the requirements changed since the last successful install.
     local stamp="$VENV/.installed" want
-    want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+    want=$(requirements_digest)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         say "installing requirements (torch first: about a minute where a local copy exists)"
         "$VENV/bin/python" -m pip install -q --upgrade pip
@@ -30,8 +61,7 @@ setup_python() {
 setup_system() {
     # PDF export prints HTML with headless Chromium; tests render PDF pages with pdftoppm (poppler).
     local missing=()
-    command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
-        || command -v google-chrome >/dev/null 2>&1 || missing+=(chromium)
+    find_chromium >/dev/null || missing+=(chromium)
     command -v pdftoppm >/dev/null 2>&1 || missing+=(poppler-utils)
     [ ${#missing[@]} -eq 0 ] && return 0
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -41,7 +71,8 @@ setup_system() {
             || echo "warning: could not install ${missing[*]}; HTML reports still work, PDFs fall back to WeasyPrint"
     else
         echo "note: for PDF export install ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]};" \
-             "macOS: brew install --cask chromium && brew install poppler). HTML reports work without them."
+             "macOS: brew install --cask chromium && brew install poppler; Google Chrome in /Applications" \
+             "is found too, or set CHROMIUM=/path/to/chrome). HTML reports work without them."
     fi
 }
 
@@ -50,6 +81,9 @@ get_data() {
     "$VENV/bin/python" -c 'from helpers.data import fetch; print(fetch())'
 }
 
+# `source run.sh` (as the tests do) only defines the functions above
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
+cd "$(dirname "$0")"
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -66,5 +100,5 @@ case "$cmd" in
         say "running the tests"
         exec "$VENV/bin/python" -m pytest "$@" ;;
     *)
-        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -14,9 +14,9 @@ from types import MappingProxyType
 
 from .augment import Augment
 from .data import check_classes
+from .paths import PROJECT_ROOT
 from .training import DEVICES
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_NAMES = ("smoke", "quick", "full")
 # The smoke profile runs every cell in seconds whatever a parameters file asks: epoch counts are capped.
 SMOKE_MAX_EPOCHS = 2

@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .paths import DATA_DIR
+
 CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-PROJECT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+PROJECT_DATA_DIR = DATA_DIR  # the checkout's data/; installed, a user folder (never site-packages)
 DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "FASHION_MNIST_DIR"
 FILES = {

@@ -9,9 +9,8 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import PROJECT_ROOT
+from .paths import NOTEBOOKS_DIR  # the checkout's notebooks/, or the installed copy's
 
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 SECTIONS = {
     "mlp": ("01_mlp_grid.ipynb", "MLP optimizer × regularizer grid"),
     "cnn": ("02_cnn_comparison.ipynb", "CNN pooling × normalization comparison"),
@@ -108,7 +107,8 @@ def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: b
                 status["export_error"] = f"HTML: {exc}"
         if "pdf" in formats and "html" in status["files"]:
             try:
-                pdf, engine = export_pdf(out / f"{section}.html", out / f"{section}.pdf")
+                pdf, engine = export_pdf(out / f"{section}.html", out / f"{section}.pdf",
+                                         log=lambda line: log(f"[{section}] {line}"))
                 status["files"]["pdf"] = pdf.name
                 status["pdf_engine"] = engine
             except (ExportError, OSError) as exc:
