@@ -32,7 +32,7 @@ from .config import (
 from .data import ImageSet, subsample
 from .experiment import run_experiment
 from .models import init_weights
-from .training import checkpointing, fit
+from .training import PRECISIONS, checkpointing, fit, set_test_flip
 
 NORMS = ("batch_norm", "dropout", "none")
 # Peak learning rates that suit each optimizer with the default one-cycle schedule (Adam's is the
@@ -59,6 +59,9 @@ PROFILES = {
              "grid_epochs": 15, "search_epochs": 6, "final_epochs": 20, "final_augment": "flip",
              "conv_dropouts": [0.1, 0.25], "head_dropouts": [0.3, 0.5], "hidden_sizes": [64, 128]},
 }
+# Which models predict with the mirror image averaged in (test-time augmentation): the final model only (the
+# comparisons stay as the course runs them), every run, or none. The final retraining runs with "all".
+TEST_FLIPS = ("final", "all", "none")
 # What the final retraining augments with: the aug_* augmentation of the other runs, flips only, or nothing.
 FINAL_AUGMENTS = ("same", "flip", "none")
 AUG_FIELDS = ("aug_rotation", "aug_noise_std", "aug_hflip", "aug_brightness", "aug_contrast", "aug_crop_padding",
@@ -69,10 +72,10 @@ PARAMETERS = ("profile", "seed", "data_dir", "output_dir", "classes", "grid", "p
               "optimizer", "lr", "momentum", "weight_decay", "init", "schedule", "label_smoothing", "batch_size",
               "augment", *AUG_FIELDS, "grid_epochs", "search_epochs", "final_epochs", "final_augment",
               "grid_per_class", "search_per_class", "val_fraction", "stratified", "train_per_class", "test_per_class",
-              "device", "checkpoint_every", "author_name", "author_id", "course")
+              "precision", "test_flip", "device", "checkpoint_every", "author_name", "author_id", "course")
 RUN_PARAMETERS = ("architecture", "pool", "norm", "conv_dropout", "dense", "dense_dropout", "grid_dropout", "optimizer",
                   "lr", "momentum", "weight_decay", "init", "schedule", "label_smoothing", "batch_size", "epochs",
-                  "augment", *AUG_FIELDS)
+                  "augment", *AUG_FIELDS, "precision", "test_flip")
 # What each comparison's runs take from the report's parameters (the first comparison trains the course CNN for
 # grid_epochs, the search the stronger CNN for search_epochs).
 STAGES = {"grid": {"epochs": "grid_epochs"},
@@ -146,6 +149,8 @@ def check_run(s: dict) -> None:
         check_architecture(run_architecture(s))
     except ArchitectureError as exc:
         raise ConfigError(f"parameter {exc}") from None
+    check_choice("precision", s["precision"], PRECISIONS)
+    check_choice("test_flip", s["test_flip"], TEST_FLIPS)
     check_bool("augment", s["augment"])
     aug = augment_from(s)  # raises ConfigError naming the aug_* parameter
     if s["augment"] and not aug.active:
@@ -195,7 +200,8 @@ def build_model(s: dict, *, num_classes: int, seed: int | None = None) -> nn.Seq
     """The CNN of one run's settings (channels-last), its initial weights drawn from ``seed``."""
     if seed is not None:
         torch.manual_seed(seed)
-    return init_weights(build_from_spec(run_architecture(s), num_classes=num_classes), s["init"])
+    model = init_weights(build_from_spec(run_architecture(s), num_classes=num_classes), s["init"])
+    return set_test_flip(model, s.get("test_flip") == "all")
 
 
 def run_augmentation(s: dict) -> Augment | None:
@@ -214,7 +220,7 @@ def train_one(s: dict, *, train: ImageSet, val: ImageSet | None, seed: int, desc
                   lr=resolve_lr(s["lr"], s["optimizer"]), momentum=s["momentum"],
                   nesterov=s["optimizer"] == "sgd" and s["momentum"] > 0, weight_decay=s["weight_decay"],
                   schedule=s["schedule"], label_smoothing=s["label_smoothing"], augment=run_augmentation(s),
-                  seed=seed, device=s["device"], desc=desc, **checkpointing(s))
+                  seed=seed, device=s["device"], desc=desc, precision=s.get("precision", "fp32"), **checkpointing(s))
     return {"model": model, "history": history}
 
 

@@ -88,6 +88,7 @@ def history_frame(history) -> pd.DataFrame:
 
 
 @torch.no_grad()
+@torch.no_grad()  # as predictions are made: no autograd graph
 def inference_latency(model, X: torch.Tensor, *, large_batch: int = 1024, rounds: int = 20, device="auto") -> dict:
     """How fast the trained model answers, on ``device``: milliseconds per image at batch size 1 (median of
     ``rounds`` single-image calls) and images per second at ``large_batch``, with its size.
@@ -97,7 +98,7 @@ def inference_latency(model, X: torch.Tensor, *, large_batch: int = 1024, rounds
     import time
 
     from .models import count_parameters
-    from .training import resolve_device
+    from .training import predict_batch, resolve_device
 
     device = resolve_device(device)
     was_training = model.training
@@ -105,32 +106,34 @@ def inference_latency(model, X: torch.Tensor, *, large_batch: int = 1024, rounds
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     one = X[:1].to(device)
     big = X[:large_batch].to(device)
-    model(one)  # warm-up: the first call pays for allocation and kernel selection
+    predict_batch(model, one)  # warm-up: the first call pays for allocation and kernel selection
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        model(one)
+        predict_batch(model, one)
         sync()
         times.append(time.perf_counter() - t0)
-    model(big)
+    predict_batch(model, big)
     sync()
     t0 = time.perf_counter()
     reps = 3
     for _ in range(reps):
-        model(big)
+        predict_batch(model, big)
     sync()
     per_image_batch = (time.perf_counter() - t0) / (reps * len(big))
     model.train(was_training)
     size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     return {"device": str(device), "ms_per_image_batch1": float(np.median(times) * 1000),
             "images_per_second": float(1 / per_image_batch), "large_batch": len(big),
-            "parameters": count_parameters(model)["total"], "size_mb": size / 2**20}
+            "parameters": count_parameters(model)["total"], "size_mb": size / 2**20,
+            "test_flip": bool(getattr(model, "test_flip", False))}
 
 
 def latency_frame(latency: dict) -> pd.DataFrame:
     """The latency dict as a two-column table for a report."""
     rows = {"device": latency["device"], "parameters": f"{latency['parameters']:,}",
             "model size": f"{latency['size_mb']:.2f} MB",
-            "latency, batch of 1": f"{latency['ms_per_image_batch1']:.2f} ms per image",
+            "latency, batch of 1": f"{latency['ms_per_image_batch1']:.2f} ms per image"
+                                   + (" (with its mirror image)" if latency.get("test_flip") else ""),
             f"throughput, batch of {latency['large_batch']}": f"{latency['images_per_second']:,.0f} images/s"}
     return pd.DataFrame({"value": list(rows.values())}, index=pd.Index(list(rows), name="inference"))

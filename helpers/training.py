@@ -87,14 +87,46 @@ def step_flops(model: nn.Module, X: torch.Tensor, batch_size: int) -> float | No
         model.train(was_training)
 
 
-def training_threads(model: nn.Module, X: torch.Tensor, *, batch_size: int, device: torch.device) -> int:
-    """Intra-op threads for training ``model``: one for a small step on the CPU, otherwise torch's setting (which
-    a batch run lowers per row). A function of the model and batch size only, so a run repeats exactly."""
+def training_threads(flops: float | None, *, device: torch.device) -> int:
+    """Intra-op threads for a training step of ``flops`` (:func:`step_flops`): one for a small step on the CPU,
+    otherwise torch's setting (which a batch run lowers per row). A function of the model and batch size only, so
+    a run repeats exactly."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
         return threads
-    flops = step_flops(model, X, batch_size)
     return 1 if flops is not None and flops < SMALL_STEP_FLOPS else threads
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware (CUDA from Ampere on; CPUs with AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device, flops: float | None) -> torch.dtype | None:
+    """The autocast dtype of a training run, or None for float32.
+
+    ``auto`` trains large steps (over :data:`SMALL_STEP_FLOPS`, i.e. convolutional networks) in bfloat16 mixed
+    precision where the hardware has it: weights, optimizer and batch-norm statistics stay float32, convolutions
+    and matrix products run in bfloat16. ``bf16`` asks for it everywhere (emulated, and slow, without hardware
+    support); ``fp32`` never.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: unknown; allowed: {', '.join(PRECISIONS)}")
+    if precision == "fp32" or device.type == "mps":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if native_bf16(device) and flops is not None and flops >= SMALL_STEP_FLOPS else None
 
 
 def progress_enabled() -> bool:
@@ -126,7 +158,8 @@ def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0, m
 
 def _fused_ok(params) -> bool:
     """Whether torch's fused optimizer kernels take these parameters (floating point, on the CPU or CUDA)."""
-    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return bool(params) and all(isinstance(p, torch.Tensor) and p.is_floating_point()
+                                and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def make_scheduler(name: str, optimizer, *, total_steps: int, steps_per_epoch: int, lr: float,
@@ -155,6 +188,8 @@ class History(list):
     """Per-epoch dicts, plus why training stopped and the best validation epoch."""
 
     stop_reason: str = "completed"
+    precision: str = "fp32"  # what fit trained in, and on how many CPU threads
+    threads: int | None = None
 
     def column(self, key: str) -> list:
         return [row.get(key) for row in self]
@@ -169,13 +204,31 @@ class History(list):
         return float(sum(r["seconds"] for r in self))
 
 
+def set_test_flip(model: nn.Module, on: bool = True) -> nn.Module:
+    """Make :func:`predict_logits` (validation, test, latency) average each image's prediction with its mirror
+    image's: test-time augmentation for data whose labels survive a left-right flip (clothing does)."""
+    model.test_flip = bool(on)
+    return model
+
+
+def predict_batch(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
+    """The model's logits for one batch, as evaluation computes them (with the mirror image, see :func:`set_test_flip`)."""
+    if not getattr(model, "test_flip", False):
+        return model(xb)
+    # log of the mean probability: still logits (softmax gives the averaged probabilities back)
+    both = torch.stack([model(xb).float().log_softmax(1), model(xb.flip(-1)).float().log_softmax(1)])
+    return torch.logsumexp(both, 0) - math.log(2)
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, X: torch.Tensor, *, batch_size: int = 1024, device="auto") -> torch.Tensor:
-    """Logits for ``X`` in evaluation mode, batch by batch, returned on the CPU."""
+    """Logits for ``X`` in evaluation mode, batch by batch, returned on the CPU (with :func:`set_test_flip`, the
+    average over each image and its mirror image)."""
     device = resolve_device(device)
     was_training = model.training
     model.eval()
-    out = [model(X[i:i + batch_size].to(device, non_blocking=True)).float().cpu() for i in range(0, len(X), batch_size)]
+    out = [predict_batch(model, X[i:i + batch_size].to(device, non_blocking=True)).float().cpu()
+           for i in range(0, len(X), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
@@ -240,7 +293,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
         checkpoint_every: int = 0, resume_from: str | Path | None = None, resume: bool = False,
         restore_best: bool = False,
         seed: int = 0, device="auto", progress: bool | None = None, desc: str = "training",
-        task=None) -> History:
+        task=None, precision: str = "fp32") -> History:
     """Train ``model`` on ``train`` and return the per-epoch history.
 
     Parameters
@@ -266,6 +319,10 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
         What is learned (default :class:`Classification`, with ``label_smoothing``); the autoencoder passes
         its denoising task, so every section trains with this one loop.
 
+    precision : {"fp32", "auto", "bf16"}
+        ``auto`` trains convolutional networks in bfloat16 mixed precision where the hardware has it
+        (:func:`autocast_dtype`); ``history.precision`` says what was used.
+
     A non-finite loss stops training; ``history.stop_reason`` says where.
     """
     if num_epochs < 1 or batch_size < 1:
@@ -273,21 +330,23 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, num_e
     device = resolve_device(device)
     model.to(device)
     saved_threads = torch.get_num_threads()
-    torch.set_num_threads(training_threads(model, train.X[:1].to(device), batch_size=batch_size, device=device))
+    flops = step_flops(model, train.X[:1].to(device), batch_size)
+    torch.set_num_threads(training_threads(flops, device=device))
+    amp = autocast_dtype(precision, device, flops)
     try:
         return _fit(model, train, val, num_epochs=num_epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                     weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, l1=l1, schedule=schedule,
                     label_smoothing=label_smoothing, augment=augment, patience=patience,
                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume_from=resume_from,
                     resume=resume, restore_best=restore_best, seed=seed, device=device, progress=progress,
-                    desc=desc, task=task)
+                    desc=desc, task=task, amp=amp)
     finally:
         torch.set_num_threads(saved_threads)
 
 
 def _fit(model, train, val, *, num_epochs, batch_size, optimizer, lr, weight_decay, momentum, nesterov, l1, schedule,
          label_smoothing, augment, patience, checkpoint_dir, checkpoint_every, resume_from, resume, restore_best, seed,
-         device, progress, desc, task) -> History:
+         device, progress, desc, task, amp) -> History:
     augment = augment or Augment()
     seed_everything(seed)
     opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr=lr,
@@ -300,6 +359,7 @@ def _fit(model, train, val, *, num_epochs, batch_size, optimizer, lr, weight_dec
     # augmentation draws on the device holding the batch (CUDA or MPS need a generator of their own)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1) if device.type != "cpu" else gen
     history, best_loss, start = History(), math.inf, 1
+    history.precision, history.threads = "bf16 mixed" if amp is not None else "fp32", torch.get_num_threads()
     if resume and resume_from is None and checkpoint_dir is not None and (Path(checkpoint_dir) / "last.pt").exists():
         resume_from = Path(checkpoint_dir) / "last.pt"
     if resume_from is not None:
@@ -344,8 +404,9 @@ def _fit(model, train, val, *, num_epochs, batch_size, optimizer, lr, weight_dec
         for step, idx in enumerate(batch_indices(len(train), batch_size=batch_size, shuffle=True, generator=gen)):
             idx = idx.to(device)
             xb, yb = task.batch(augment(X_train[idx], aug_gen), y_train[idx], aug_gen)
-            logits = model(xb)
-            loss = task.loss(logits, yb)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(xb)
+                loss = task.loss(logits, yb)
             if l1:
                 loss = loss + l1 * l1_penalty(model)
             if check_each_batch and not torch.isfinite(loss):

@@ -338,7 +338,7 @@ def test_config_fills_profile_values():
     ("aug_rotation", -5), ("conv_dropouts", [0.1, 1.0]), ("hidden_sizes", [64, 64]), ("final_epochs", 0),
     ("label_smoothing", 1.0), ("search_per_class", 2.5), ("augment", "yes"), ("final_augment", "mixup"),
     ("architecture", "tiny"), ("search_architecture", "tiny"), ("pool", "min"), ("dense_dropout", 1.0),
-    ("repeats", 0), ("evaluate_test", "some"),
+    ("repeats", 0), ("evaluate_test", "some"), ("precision", "fp16"), ("test_flip", "yes"),
 ])
 def test_bad_parameters_name_themselves(name, value):
     with pytest.raises(ConfigError, match=name) as info:

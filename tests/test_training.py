@@ -463,3 +463,93 @@ def test_progress_env(monkeypatch):
     assert ht.progress_enabled() is False
     monkeypatch.setenv("HELPERS_PROGRESS", "1")
     assert ht.progress_enabled() is True
+
+
+# --- speed settings: threads, fused optimizers, mixed precision, test-time flips --------------------------------
+
+
+def test_small_steps_train_on_one_thread_and_threads_come_back(sets):
+    torch.set_num_threads(2)  # the module's fixture gives one; fit must choose, then restore
+    try:
+        small = run(mlp(), sets, num_epochs=1)
+        assert small.threads == 1 and torch.get_num_threads() == 2
+        flops = ht.step_flops(mlp(), sets["train"].X[:1], 32)
+        assert 0 < flops < ht.SMALL_STEP_FLOPS
+        assert ht.training_threads(ht.SMALL_STEP_FLOPS * 10, device=torch.device("cpu")) == 2
+        assert ht.training_threads(None, device=torch.device("cpu")) == 2  # uncountable: torch's setting
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_step_flops_counts_a_batch_without_changing_the_mode():
+    model = build_cnn(blocks=[{"channels": 4}, {"channels": 8}], hidden_sizes=(16,))
+    model.train()
+    one = ht.step_flops(model, torch.rand(1, 1, 28, 28), 1)
+    assert ht.step_flops(model, torch.rand(1, 1, 28, 28), 64) == pytest.approx(64 * one)
+    assert model.training
+
+
+def test_fused_optimizers_where_torch_has_them():
+    params = list(mlp().parameters())
+    for name in ("sgd", "adam", "adamw"):
+        assert make_optimizer(name, params, lr=0.01).defaults.get("fused") is True
+    assert make_optimizer("rmsprop", params, lr=0.01).defaults.get("foreach") is True
+
+
+def test_autocast_dtype_rules(monkeypatch):
+    cpu = torch.device("cpu")
+    big, small = ht.SMALL_STEP_FLOPS * 10, ht.SMALL_STEP_FLOPS / 10
+    assert ht.autocast_dtype("fp32", cpu, big) is None
+    assert ht.autocast_dtype("bf16", cpu, small) is torch.bfloat16
+    monkeypatch.setattr(ht, "native_bf16", lambda device: True)
+    assert ht.autocast_dtype("auto", cpu, big) is torch.bfloat16
+    assert ht.autocast_dtype("auto", cpu, small) is None  # an MLP gains nothing from it
+    monkeypatch.setattr(ht, "native_bf16", lambda device: False)
+    assert ht.autocast_dtype("auto", cpu, big) is None
+    with pytest.raises(ValueError, match="precision='fp16': unknown; allowed: auto, fp32, bf16"):
+        ht.autocast_dtype("fp16", cpu, big)
+
+
+def test_bf16_training_keeps_float32_weights_and_says_so(sets):
+    torch.manual_seed(0)
+    model = build_cnn(blocks=[{"channels": 4}, {"channels": 8}], hidden_sizes=(16,))
+    history = run(model, sets, num_epochs=2, precision="bf16")
+    assert history.precision == "bf16 mixed" and run(mlp(), sets, num_epochs=1).precision == "fp32"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert math.isfinite(history[-1]["train_loss"]) and history[-1]["val_acc"] is not None
+
+
+def test_bf16_runs_repeat_exactly(sets):
+    def once():
+        torch.manual_seed(0)
+        model = build_cnn(blocks=[{"channels": 4}, {"channels": 8}], hidden_sizes=(16,))
+        return run(model, sets, num_epochs=2, precision="bf16"), model
+
+    (h1, m1), (h2, m2) = once(), once()
+    assert [r["train_loss"] for r in h1] == [r["train_loss"] for r in h2]
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_test_flip_averages_the_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = build_cnn(blocks=[{"channels": 4}, {"channels": 8}], hidden_sizes=(16,)).eval()
+    X = torch.rand(5, 1, 28, 28)
+    plain = predict_logits(model, X, device="cpu")
+    ht.set_test_flip(model)
+    flipped = predict_logits(model, X, device="cpu")
+    with torch.no_grad():
+        expected = (model(X).softmax(1) + model(X.flip(-1)).softmax(1)) / 2
+    assert torch.allclose(flipped.softmax(1), expected, atol=1e-6)
+    assert not torch.allclose(plain, flipped)
+    assert torch.allclose(flipped.exp().sum(1), torch.ones(5), atol=1e-5)  # log-probabilities, usable as logits
+    ht.set_test_flip(model, False)
+    assert torch.equal(predict_logits(model, X, device="cpu"), plain)
+
+
+def test_latency_counts_the_mirror_image():
+    from helpers.metrics import inference_latency, latency_frame
+
+    model = ht.set_test_flip(build_cnn(blocks=[{"channels": 4}, {"channels": 8}], hidden_sizes=(16,)))
+    latency = inference_latency(model, torch.rand(8, 1, 28, 28), large_batch=8, rounds=2, device="cpu")
+    assert latency["test_flip"] is True
+    assert "mirror" in latency_frame(latency).loc["latency, batch of 1", "value"]
