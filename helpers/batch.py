@@ -215,7 +215,7 @@ def plan_batch(rows: list[tuple[int, dict]], *, sections: list[str], common: dic
             seen.add(name)
         except BatchRowError as exc:
             settled.append({"line": line, "name": slug(row.get("name", "")) if row.get("name") else "",
-                            "sections": [], "params": {k: v for k, v in row.items() if k != "__invalid__"},
+                            "sections": [], "params": {k: v for k, v in {**common, **row}.items() if k != "__invalid__"},
                             "status": "bad row", "error": str(exc)})
             continue
         entry = {"line": line, "name": name, "sections": row_sections, "params": params}

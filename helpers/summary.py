@@ -30,11 +30,13 @@ def shown(value) -> str:
 
 def varied_parameters(results: list[dict]) -> list[str]:
     """Parameters whose value differs between rows (a row without one has the notebook's default), in the order
-    they first appear; identity columns (name, id) aside."""
+    they first appear; identity columns (name, id) aside. Rows refused before running (``bad row``) do not count:
+    what they hold may be anything."""
+    ran = [r for r in results if r["status"] != "bad row"] or results
     names: list[str] = []
-    for r in results:
+    for r in ran:
         names += [k for k in r.get("params", {}) if k not in names and k not in IDENTITY]
-    return [k for k in names if len({shown(r.get("params", {}).get(k, "")) for r in results}) > 1]
+    return [k for k in names if len({shown(r.get("params", {}).get(k, "")) for r in ran}) > 1]
 
 
 def sections_of(results: list[dict]) -> list[str]:
@@ -185,8 +187,8 @@ document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventL
   const key = tr => { const td = tr.cells[col]; return td.dataset.v !== undefined ? td.dataset.v : td.textContent; };
   const rows = Array.from(body.rows).sort((a, b) => {
     const x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
-    const c = (x === '' || y === '') ? (x === '') - (y === '') : (!isNaN(nx) && !isNaN(ny)) ? nx - ny :
-      x.localeCompare(y, undefined, {numeric: true});
+    if (x === '' || y === '') return (x === '') - (y === '');  // blanks last, either way
+    const c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y, undefined, {numeric: true});
     return asc ? c : -c;
   });
   rows.forEach(r => body.appendChild(r));
