@@ -14,14 +14,17 @@ Each is trained three ways on the same images with the same model, batch size an
 * ``bare``: the fastest loop one can write by hand on in-memory tensors (shuffle by ``randperm``, index a batch,
   step), with the model exactly as the toolkit builds it, and no augmentation (for the CNN too, so that it
   measures the loop, not the augmentation);
-* ``toolkit``: :func:`helpers.training.fit` on the in-memory tensors (batch augmentation on tensors for the CNN;
-  ``toolkit, no aug`` is the same without augmentation, the fair partner of ``bare``).
+* ``toolkit``: :func:`helpers.training.fit` on the in-memory tensors in float32 (batch augmentation on tensors for
+  the CNN; ``toolkit, no aug`` is the same without augmentation, the fair partner of ``bare``), and
+  ``toolkit, auto`` as the CNN section trains (``precision="auto"``: bfloat16 mixed precision where the CPU
+  computes it in hardware; shown only there).
 
 The ways run in turn, ``--rounds`` times, and the median images per second of each is reported, since a shared
 CPU makes single timings noisy. Two ratios answer the questions: how much of a bare loop ``fit`` keeps
 (``toolkit, no aug`` / ``bare``) and how much faster the toolkit trains than the course pipeline
-(``toolkit`` / ``course``). Downloads are impossible offline, so torchvision reads the found IDX files from a
-temporary ``FashionMNIST/raw`` folder.
+(``toolkit, auto`` where it is shown, else ``toolkit``, / ``course``; the float32 ratio is printed beside it).
+Downloads are impossible offline, so torchvision reads the found IDX files from a temporary ``FashionMNIST/raw``
+folder.
 
     python scripts/benchmark_pipeline.py                 # both models, 3 rounds
     python scripts/benchmark_pipeline.py --models mlp --rounds 5 --json bench.json
@@ -53,7 +56,7 @@ from helpers import data  # noqa: E402
 from helpers.architecture import build_from_spec  # noqa: E402
 from helpers.augment import Augment  # noqa: E402
 from helpers.models import build_mlp  # noqa: E402
-from helpers.training import fit, make_optimizer, seed_everything  # noqa: E402
+from helpers.training import autocast_dtype, fit, make_optimizer, seed_everything, step_flops  # noqa: E402
 
 # What each model is trained with in every way (the MLP as report 000 trains it; the CNN as the strong model).
 MODELS = {
@@ -132,12 +135,13 @@ def run_bare(name: str, train: data.ImageSet, spec: dict, *, seed: int, warmup: 
     return hand_loop(model, batches, spec, steps=spec["steps"], warmup=warmup)
 
 
-def run_toolkit(name: str, train: data.ImageSet, spec: dict, *, seed: int, warmup: int, augment: bool) -> float:
+def run_toolkit(name: str, train: data.ImageSet, spec: dict, *, seed: int, warmup: int, augment: bool,
+                precision: str = "fp32") -> float:
     """Images per second of :func:`helpers.training.fit` over exactly ``steps`` batches (after a warm-up fit)."""
     aug = Augment(rotation=spec["rotation"], hflip=spec["hflip"]) if augment else None
     kwargs = {"batch_size": spec["batch_size"], "optimizer": spec["optimizer"], "lr": spec["lr"], "momentum": 0.9,
               "nesterov": spec["optimizer"] == "sgd", "augment": aug, "seed": seed, "device": "cpu",
-              "progress": False}
+              "progress": False, "precision": precision}
     model = build(name, seed)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     fit(model, train[order[:warmup * spec["batch_size"]]], None, num_epochs=1, **kwargs)
@@ -153,7 +157,12 @@ def benchmark(name: str, train: data.ImageSet, root: str, *, rounds: int, warmup
             "toolkit": lambda: run_toolkit(name, train, spec, seed=seed, warmup=warmup, augment=True)}
     if augmented:
         ways["toolkit, no aug"] = lambda: run_toolkit(name, train, spec, seed=seed, warmup=warmup, augment=False)
-    aug_text = "flip + %g° rotation" % spec["rotation"] if augmented else "no augmentation"
+    # what the CNN section trains with (precision="auto"): bfloat16 mixed precision where the CPU computes it
+    auto = autocast_dtype("auto", torch.device("cpu"), step_flops(build(name, seed), train.X[:1], spec["batch_size"]))
+    if auto is not None:
+        ways["toolkit, auto"] = lambda: run_toolkit(name, train, spec, seed=seed, warmup=warmup, augment=True,
+                                                    precision="auto")
+    aug_text = f"flip + {spec['rotation']:g}° rotation" if augmented else "no augmentation"
     log(f"{name}: batch {spec['batch_size']}, {spec['optimizer']}, {aug_text} (course, toolkit); "
         f"{spec['steps']} timed steps after {warmup}, {rounds} rounds")
     rates = {way: [] for way in ways}
@@ -163,8 +172,10 @@ def benchmark(name: str, train: data.ImageSet, root: str, *, rounds: int, warmup
             log(f"  round {r + 1}: {way:<16} {rates[way][-1]:9.0f} images/s")
     median = {way: statistics.median(v) for way, v in rates.items()}
     plain = "toolkit, no aug" if augmented else "toolkit"
+    best = "toolkit, auto" if "toolkit, auto" in median else "toolkit"
     return {"settings": spec, "images_per_second": median, "rounds": rates,
-            "fit_vs_bare": median[plain] / median["bare"], "toolkit_vs_course": median["toolkit"] / median["course"]}
+            "fit_vs_bare": median[plain] / median["bare"], "toolkit_vs_course": median[best] / median["course"],
+            "toolkit_fp32_vs_course": median["toolkit"] / median["course"], "toolkit_way": best}
 
 
 def main(argv=None) -> dict:
@@ -199,7 +210,7 @@ def main(argv=None) -> dict:
         rates = ", ".join(f"{k} {v:.0f}" for k, v in res["images_per_second"].items())
         print(f"  {name}: {rates}")
         print(f"  {name}: fit / bare loop {res['fit_vs_bare']:.2f}x, toolkit / course pipeline "
-              f"{res['toolkit_vs_course']:.2f}x")
+              f"{res['toolkit_vs_course']:.2f}x ({res['toolkit_way']}; in float32 {res['toolkit_fp32_vs_course']:.2f}x)")
     out = {"models": results, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "cores": os.cpu_count(), "rounds": args.rounds}
     if args.json:

@@ -404,8 +404,7 @@ def test_factor_observations_and_best_agree_on_ties():
 # --- the benchmark script's torchvision side (the timing itself is not a test) -----------------------------
 
 
-def test_benchmark_torchvision_pipeline_reads_the_found_files(fake_data_dir, fake_sets):
-    import argparse
+def _benchmark_module():
     import importlib.util
 
     from helpers.config import PROJECT_ROOT
@@ -413,11 +412,14 @@ def test_benchmark_torchvision_pipeline_reads_the_found_files(fake_data_dir, fak
     spec = importlib.util.spec_from_file_location("benchmark_pipeline", PROJECT_ROOT / "scripts" / "benchmark_pipeline.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_torchvision_pipeline_reads_the_found_files(fake_data_dir, fake_sets):
+    bench = _benchmark_module()
     root = bench.torchvision_root(fake_data_dir)
     try:
-        args = argparse.Namespace(rotation=5.0, brightness=0.1, contrast=0.1, noise_std=0.02, batch_size=16,
-                                  num_workers=0)
-        loader = bench.course_loader(root.name, args)
+        loader = bench.course_loader(root.name, {**bench.MODELS["cnn"], "batch_size": 16})
         assert len(loader.dataset) == len(fake_sets["train"])
         assert torch.equal(loader.dataset.targets, fake_sets["train"].y)
         xb, yb = next(iter(loader))
@@ -425,3 +427,17 @@ def test_benchmark_torchvision_pipeline_reads_the_found_files(fake_data_dir, fak
         assert xb.min() >= 0 and xb.max() <= 1
     finally:
         root.cleanup()
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_benchmark_runs_every_way_and_gives_both_ratios(fake_data_dir, fake_sets, monkeypatch, model):
+    bench = _benchmark_module()
+    monkeypatch.setitem(bench.MODELS, model, {**bench.MODELS[model], "steps": 2, "batch_size": 16})
+    root = bench.torchvision_root(fake_data_dir)
+    try:
+        res = bench.benchmark(model, fake_sets["train"], root.name, rounds=1, warmup=1, seed=0, log=lambda s: None)
+    finally:
+        root.cleanup()
+    ways = {"course", "bare", "toolkit"} | ({"toolkit, no aug"} if model == "cnn" else set())
+    assert ways <= set(res["images_per_second"]) and all(v > 0 for v in res["images_per_second"].values())
+    assert res["fit_vs_bare"] > 0 and res["toolkit_vs_course"] > 0
