@@ -441,3 +441,20 @@ def test_benchmark_runs_every_way_and_gives_both_ratios(fake_data_dir, fake_sets
     ways = {"course", "bare", "toolkit"} | ({"toolkit, no aug"} if model == "cnn" else set())
     assert ways <= set(res["images_per_second"]) and all(v > 0 for v in res["images_per_second"].values())
     assert res["fit_vs_bare"] > 0 and res["toolkit_vs_course"] > 0
+
+
+def test_cpu_settings_benchmark_compares_settings_to_the_baseline(monkeypatch):
+    import importlib.util
+
+    from helpers.config import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location("cpu_settings", PROJECT_ROOT / "scripts" / "benchmark_cpu_settings.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name in bench.MODELS:
+        monkeypatch.setitem(bench.MODELS, name, {**bench.MODELS[name], "steps": 2})
+    res = bench.main(["--rounds", "1", "--settings", "baseline,1 thread,channels-last + bf16 + fused"])
+    assert set(res) == {"mlp", "cnn"} and res["cnn"]["baseline"]["vs_baseline"] == 1.0
+    assert all(r["images_per_second"] > 0 for m in res.values() for r in m.values())
+    with pytest.raises(SystemExit):
+        bench.main(["--settings", "turbo"])

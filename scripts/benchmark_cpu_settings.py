@@ -1,0 +1,137 @@
+"""Which CPU settings make training faster: one training step of the course MLP and the strong CNN, timed under
+each setting against a float32 baseline with torch's default threads, side by side in one run.
+
+Settings: intra-op threads (1 vs torch's default), fused optimizer kernels, channels-last memory layout (the
+CNN), ``torch.compile`` (inductor; its compile time is reported apart and counted in ``with compile``), and
+bfloat16 mixed precision (``torch.autocast``). Each row is the median images per second of ``--rounds`` rounds
+that alternate the settings, so a busy machine slows them all alike; ratios are to the row ``baseline``.
+What :func:`helpers.training.fit` does with the answers is in the README's performance section.
+
+    python scripts/benchmark_cpu_settings.py
+    python scripts/benchmark_cpu_settings.py --models cnn --rounds 5 --json cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as helpers/__init__.py, before torch is imported
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from helpers.architecture import build_from_spec  # noqa: E402
+from helpers.models import build_mlp  # noqa: E402
+from helpers.training import native_bf16  # noqa: E402
+
+MODELS = {
+    "mlp": {"batch_size": 64, "optimizer": "adam", "lr": 1e-3, "steps": 300},
+    "cnn": {"batch_size": 128, "optimizer": "sgd", "lr": 0.05, "steps": 20},
+}
+# name -> overrides of the baseline (threads None = torch's default; channels_last applies to the CNN)
+SETTINGS = {
+    "baseline": {},
+    "1 thread": {"threads": 1},
+    "fused optimizer": {"fused": True},
+    "1 thread + fused": {"threads": 1, "fused": True},
+    "channels-last": {"channels_last": True},
+    "torch.compile": {"compile": True},
+    "bf16 autocast": {"bf16": True},
+    "channels-last + bf16 + fused": {"channels_last": True, "bf16": True, "fused": True},
+}
+
+
+def build(name: str, channels_last: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if name == "mlp":
+        return build_mlp(hidden_sizes=[256, 128, 64], activation="tanh", num_classes=10)
+    model = build_from_spec("strong")  # the toolkit builds it channels-last
+    return model if channels_last else model.to(memory_format=torch.contiguous_format)
+
+
+def images_per_second(name: str, X: torch.Tensor, y: torch.Tensor, *, threads=None, fused=False,
+                      channels_last=False, compile=False, bf16=False, warmup: int = 3) -> tuple[float, float]:
+    """(images/s over the timed steps, seconds spent compiling/warming up) for one setting."""
+    spec = MODELS[name]
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads)
+    try:
+        model = build(name, channels_last and name == "cnn")
+        kwargs = {"fused": True} if fused else {}
+        if spec["optimizer"] == "sgd":
+            opt = torch.optim.SGD(model.parameters(), lr=spec["lr"], momentum=0.9, nesterov=True, **kwargs)
+        else:
+            opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], **kwargs)
+        forward = torch.compile(model) if compile else model
+        loss_fn = torch.nn.CrossEntropyLoss()
+        bs = spec["batch_size"]
+        batches = len(X) // bs
+
+        def step(i):
+            xb, yb = X[(i % batches) * bs:(i % batches + 1) * bs], y[(i % batches) * bs:(i % batches + 1) * bs]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(forward(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        t0 = time.perf_counter()
+        for i in range(warmup):
+            step(i)
+        warm = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(spec["steps"]):
+            step(warmup + i)
+        return spec["steps"] * bs / (time.perf_counter() - t0), warm
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of SETTINGS")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    names = [m for m in args.models.split(",") if m]
+    chosen = [s for s in args.settings.split(",") if s]
+    unknown = [m for m in names if m not in MODELS] + [s for s in chosen if s not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown {', '.join(unknown)}; models: {', '.join(MODELS)}; settings: {', '.join(SETTINGS)}")
+    gen = torch.Generator().manual_seed(0)
+    X, y = torch.rand(4096, 1, 28, 28, generator=gen), torch.randint(0, 10, (4096,), generator=gen)
+    print(f"{os.cpu_count()} cores, torch {torch.__version__}, default threads {torch.get_num_threads()}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, bf16 in hardware: "
+          f"{native_bf16(torch.device('cpu'))}", flush=True)
+    results = {}
+    for name in names:
+        rates = {s: [] for s in chosen}
+        warmups = {s: [] for s in chosen}
+        for _ in range(args.rounds):
+            for s in chosen:
+                rate, warm = images_per_second(name, X, y, **SETTINGS[s])
+                rates[s].append(rate)
+                warmups[s].append(warm)
+        median = {s: statistics.median(v) for s, v in rates.items()}
+        base = median.get("baseline") or next(iter(median.values()))
+        results[name] = {s: {"images_per_second": median[s], "vs_baseline": median[s] / base,
+                             "warmup_seconds": statistics.median(warmups[s])} for s in chosen}
+        print(f"\n{name} (batch {MODELS[name]['batch_size']}, {MODELS[name]['optimizer']}): images/s, x baseline")
+        for s, r in results[name].items():
+            extra = f"  (compile + warm-up {r['warmup_seconds']:.1f} s)" if "compile" in s else ""
+            print(f"  {s:<30} {r['images_per_second']:9.0f}  {r['vs_baseline']:5.2f}x{extra}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
