@@ -226,12 +226,18 @@ class BackboneWeights:
     ImageSets of the source task) with the pretraining settings given here, and saves each result into
     ``save_dir`` (when given) for reuse as ``weights="<path>"``. ImageNet weights and checkpoints are loaded
     once per backbone.
+
+    A pretraining is also kept in the cache (:mod:`helpers.cache`, kind ``pretraining``), keyed by the backbone,
+    image size, pretraining settings, a digest of the source images, the code and versions: a second report with
+    the same settings (another row of a class batch, a rerun) reads the weights back instead of pretraining.
+    ``made_by`` (report folder and author) is recorded with the entries this object makes.
     """
 
     def __init__(self, source: Mapping | None = None, *, epochs: int = 1, batch_size: int = 128, lr: float = 1e-3,
                  head_hidden: int = 256, head_dropout: float = 0.5, seed: int = 0, device="auto",
-                 save_dir: str | Path | None = None, image_size: int | None = None):
+                 save_dir: str | Path | None = None, image_size: int | None = None, made_by: Mapping | None = None):
         self.source = source
+        self.made_by = dict(made_by or {})
         self.settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "head_hidden": head_hidden,
                          "head_dropout": head_dropout, "seed": seed, "device": device}
         self.save_dir = Path(save_dir) if save_dir else None
@@ -245,7 +251,8 @@ class BackboneWeights:
         """The weights of a report: pretraining settings from ``cfg``, checkpoints into ``output_dir/checkpoints``."""
         return cls(source, epochs=cfg["pretrain_epochs"], batch_size=cfg["pretrain_batch_size"], lr=cfg["pretrain_lr"],
                    head_hidden=cfg["head_hidden"], head_dropout=cfg["head_dropout"], seed=cfg["seed"],
-                   device=cfg["device"], save_dir=Path(cfg["output_dir"]) / "checkpoints", image_size=cfg["image_size"])
+                   device=cfg["device"], save_dir=Path(cfg["output_dir"]) / "checkpoints", image_size=cfg["image_size"],
+                   made_by={k: cfg.get(k) for k in ("output_dir", "author_name", "author_id")})
 
     def _need_source(self):
         if self.source is None:
@@ -262,8 +269,7 @@ class BackboneWeights:
                 self._need_source()
                 if self.image_size is None:  # the first size pretrained keeps the short names
                     self.image_size = image_size
-                out = pretrain(backbone, self.source["train"], self.source.get("val"), image_size=image_size,
-                               **self.settings)
+                out = self._pretrain(backbone, image_size)
                 if self.save_dir is not None:
                     out["path"] = save_weights(self.save_dir / self.checkpoint_name(backbone, image_size),
                                                out["weights"], backbone=backbone)
@@ -272,6 +278,56 @@ class BackboneWeights:
             else:
                 self.loaded[key] = get_weights(spec, backbone)
         return self.loaded[key]
+
+    def pretrain_parts(self, backbone: str, image_size: int) -> dict:
+        """Everything that decides a pretraining's result (its cache key's parts): the backbone, image size,
+        pretraining settings, digests of the source images, code, versions and device type."""
+        from . import cache
+
+        self._need_source()
+        return {"what": "pretraining", "backbone": backbone, "image_size": image_size,
+                "settings": {k: v for k, v in self.settings.items() if k != "device"},
+                "source_train": cache.data_digest(self.source["train"]),
+                "source_val": cache.data_digest(self.source.get("val")), **cache.environment_parts(self.settings["device"])}
+
+    def _pretrain(self, backbone: str, image_size: int) -> dict:
+        """:func:`pretrain`'s result, read from the cache when the same pretraining was done before; ``cache``
+        says which (:func:`helpers.cache.hit_record`), ``seconds`` is the producing run's time for a cached one."""
+        from . import cache
+        from .training import History
+
+        parts = self.pretrain_parts(backbone, image_size) if cache.enabled() else None
+        key = cache.make_key(parts) if parts else None
+        entry = cache.lookup("pretraining", key) if key else None
+        if entry is not None:
+            saved = torch.load(entry / "weights.pt", map_location="cpu", weights_only=True)
+            history = History(saved["history"])
+            history.stop_reason = saved["stop_reason"]
+            return {"weights": saved["weights"], "model": None, "history": history, "seconds": saved["seconds"],
+                    "cache": cache.hit_record(entry)}
+        out = pretrain(backbone, self.source["train"], self.source.get("val"), image_size=image_size, **self.settings)
+        if key is None:
+            return {**out, "cache": cache.off_record()}
+        saved = {"weights": out["weights"], "history": [dict(r) for r in out["history"]],
+                 "stop_reason": out["history"].stop_reason, "seconds": out["seconds"]}
+        stored = cache.store("pretraining", key, lambda tmp: torch.save(saved, tmp / "weights.pt"), parts=parts,
+                             made_by=cache.producer(seconds=out["seconds"], **self.made_by))
+        return {**out, "cache": cache.miss_record(key, stored)}
+
+    def cache_key(self, settings: Mapping):
+        """What a run's starting weights add to its cache key (:func:`helpers.cache.bound_parts`): the
+        pretraining's key, the ImageNet weights' name, a checkpoint file's digest; None for random weights.
+        Scratch runs count too: with ``"pretrain"`` their inputs are normalised with the source images' stats."""
+        from . import cache
+
+        spec, backbone, size = settings.get("weights"), settings.get("backbone"), settings.get("image_size")
+        if spec == "pretrain":
+            return {"pretrain": cache.make_key(self.pretrain_parts(backbone, size)) if self.source is not None else None}
+        if spec == "imagenet":
+            return {"imagenet": backbone}  # torchvision's version is in every key
+        if isinstance(spec, str) and spec != "none" and Path(spec).expanduser().is_file():
+            return {"checkpoint": cache.file_digest(Path(spec).expanduser())}
+        return None
 
     def norm(self, spec: str, backbone: str, image_size: int, train: ImageSet) -> tuple[list, list]:
         """The input normalisation of a run, the same in every mode (scratch too): the weights' own (the source
@@ -309,10 +365,27 @@ class BackboneWeights:
         """``resnet18`` at the report's own image size, ``resnet18 @ 64 px`` at another."""
         return backbone if image_size == self.image_size else f"{backbone} @ {image_size} px"
 
+    def describe(self, backbone: str, image_size: int) -> str:
+        """The report's sentence on one pretraining: what it learnt, how well, where it is saved, and whether it
+        was done in this run or read from the cache (and from which run)."""
+        from . import cache
+
+        p = self.pretrained[(backbone, image_size)]
+        acc = p["history"][-1]["val_acc"] if p["history"] else None
+        text = f"`{self.label(backbone, image_size)}` {p['weights']['source']}: source validation accuracy " + (
+            f"**{acc:.2%}**" if acc is not None else "not measured")
+        if (p.get("cache") or {}).get("hit"):
+            text += (f"; not pretrained again here: {cache.describe(p['cache'])}, where it took "
+                     f"{p['seconds']:.1f} s")
+        else:
+            text += f" in {p['seconds']:.1f} s"
+        return text + (f". Saved to `{p['path']}` (pass it as `weights` to reuse it)." if p.get("path") else ".")
+
     def records(self) -> dict:
         """``metrics.json``'s ``pretraining``: per pretrained backbone (and image size), what it learnt and how long."""
         return {self.label(b, size): {"backbone": b, "image_size": size, "source": p["weights"]["source"],
                                       "seconds": p["seconds"], "history": p["history"],
                                       "val_acc": p["history"][-1]["val_acc"] if p["history"] else None,
-                                      "checkpoint": str(p["path"]) if p.get("path") else None}
+                                      "checkpoint": str(p["path"]) if p.get("path") else None,
+                                      "cache": p.get("cache")}
                 for (b, size), p in self.pretrained.items()}

@@ -127,6 +127,29 @@ def run_settings(configs: list[dict], *, base: Mapping) -> list[dict]:
 
 # Settings that do not change what a run computes: its checkpoints are the same whatever they say.
 NOT_COMPUTED = ("checkpoint_dir", "resume", "output_dir", "author_name", "author_id", "course", "device")
+# Also left out of a run's cache key: where the data were read (their content is in the key), and the report's
+# comparison as a whole (a run's own values are in its settings), so one configuration of two different grids,
+# or of two students' reports, is trained once.
+NOT_CACHED = ("data_dir", "grid", "search", "repeats", "evaluate_test", "checkpoint_every")
+
+
+def run_cache_parts(train_one: Callable, settings: Mapping, *, train: ImageSet, val: ImageSet | None, seed: int,
+                    tag: str = "") -> dict:
+    """Everything that decides a run's result, for its key in the cache (:mod:`helpers.cache`): which
+    ``train_one``, the settings that compute, the seed, digests of the training and validation data and of
+    any data or starting weights ``train_one`` is bound to, the code, versions and device type."""
+    from . import cache
+
+    return {"what": "run", "train_one": cache.callable_name(train_one),
+            "settings": {k: v for k, v in settings.items() if k not in NOT_COMPUTED + NOT_CACHED}, "seed": seed,
+            "tag": tag, "train": cache.data_digest(train), "val": cache.data_digest(val),
+            "bound": cache.bound_parts(train_one, settings), **cache.environment_parts(settings.get("device", "auto"))}
+
+
+def _finished(out: Mapping) -> bool:
+    """A run worth keeping: it completed or stopped early by rule (a non-finite loss is not a result to reuse)."""
+    reason = str(out["history"].stop_reason)
+    return reason == "completed" or reason.startswith("early stopping")
 
 
 def train_run(train_one: Callable, settings: Mapping, *, train: ImageSet, val: ImageSet | None, seed: int,
@@ -137,18 +160,50 @@ def train_run(train_one: Callable, settings: Mapping, *, train: ImageSet, val: I
     ``tag``), so a changed parameter never continues from a stale checkpoint. With ``HELPERS_RESUME=1`` in the
     environment (``python -m helpers run --resume``) a finished run is read back instead of trained, and an
     interrupted one continues from its last epoch.
+
+    A finished run is also kept in the cache (:mod:`helpers.cache`, kind ``runs``: its ``last.pt``/``best.pt``
+    files); a run whose key is there already is not trained: its checkpoints are put into its folder and
+    ``train_one`` reads them back as a resumed finished run (the same model, history and numbers). The returned
+    dict's ``cache`` says which happened (:func:`helpers.cache.hit_record`, ``miss_record`` or ``off_record``);
+    ``seconds`` is the training time, the producing run's for a result from the cache.
     """
     import os
+    import shutil
 
+    from . import cache
     from .verify import digest
 
     settings = dict(settings)
-    if settings.get("output_dir"):
-        key = digest([{k: v for k, v in settings.items() if k not in NOT_COMPUTED}, seed, len(train),
-                      len(val) if val is not None else 0, tag])
-        settings["checkpoint_dir"] = str(Path(settings["output_dir"]) / "checkpoints" / "runs" / key)
-        settings["resume"] = os.environ.get("HELPERS_RESUME") == "1"
-    return train_one(settings, train=train, val=val, seed=seed, desc=desc)
+    if not settings.get("output_dir"):  # no folder for checkpoints: nothing to resume or cache
+        return train_one(settings, train=train, val=val, seed=seed, desc=desc)
+    key = digest([{k: v for k, v in settings.items() if k not in NOT_COMPUTED}, seed, len(train),
+                  len(val) if val is not None else 0, tag])
+    folder = Path(settings["output_dir"]) / "checkpoints" / "runs" / key
+    settings["checkpoint_dir"] = str(folder)
+    settings["resume"] = os.environ.get("HELPERS_RESUME") == "1"
+    parts = run_cache_parts(train_one, settings, train=train, val=val, seed=seed, tag=tag) if cache.enabled() else None
+    entry = cache.lookup("runs", cache.make_key(parts)) if parts else None
+    # the report's own checkpoints come first when resuming; the cache serves what is not there
+    if entry is not None and not (settings["resume"] and (folder / "last.pt").exists()):
+        shutil.rmtree(folder, ignore_errors=True)  # a stale interrupted try must not mix with the entry's files
+        cache.copy_files(entry, folder)
+        settings["resume"] = True
+        out = train_one(settings, train=train, val=val, seed=seed, desc=desc)
+        record = cache.hit_record(entry)
+        return {**out, "cache": record, "seconds": (record["produced_by"] or {}).get("seconds")}
+    start = time.perf_counter()
+    out = train_one(settings, train=train, val=val, seed=seed, desc=desc)
+    seconds = time.perf_counter() - start
+    record = cache.off_record()
+    if parts is not None:
+        stored = None
+        if _finished(out):
+            stored = cache.store("runs", cache.make_key(parts), lambda tmp: cache.copy_files(folder, tmp), parts=parts,
+                                 made_by=cache.producer(output_dir=settings["output_dir"], seconds=seconds,
+                                                        author_name=settings.get("author_name"),
+                                                        author_id=settings.get("author_id")))
+        record = cache.miss_record(cache.make_key(parts), stored)
+    return {**out, "cache": record, "seconds": seconds}
 
 
 def varied_parameters(configs: list[dict]) -> list[str]:
@@ -182,7 +237,8 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
             start = time.perf_counter()
             emit("run", index=number * repeats + r + 1, total=len(configs) * repeats, name=config["name"])
             out = train_run(train_one, settings, train=train, val=val, seed=seed + r, desc=config["name"])
-            seconds = time.perf_counter() - start
+            # a run from the cache keeps the training time of the run that produced it
+            seconds = out.get("seconds") if (out.get("cache") or {}).get("hit") else time.perf_counter() - start
             history, model = out["history"], out["model"]
             row = run_row(history, seconds=seconds, extra=out.get("row"))
             row["params"] = count_parameters(model)["trainable"]
@@ -191,6 +247,7 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
                 row["test_acc"], row["test_loss"] = result["accuracy"], result["loss"]
                 rep_class.append(dict(zip(result["per_class"]["class"], result["per_class"]["accuracy"])))
             runs.append({"name": config["name"], "repeat": r, "seed": seed + r, "history": history,
+                         "cache": out.get("cache"),
                          **{k: row[k] for k in row if k in METRICS or k == "status"}})
             rep_rows.append(row)
             if r == 0:
@@ -272,10 +329,11 @@ def retrain_and_test(config: dict, *, base: Mapping, train_one: Callable, train:
     emit("run", index=1, total=1, name=f"{config['name']} (final)")
     out = train_run(train_one, settings, train=data, val=None, seed=seed, desc=f"{config['name']} (final)",
                     tag="final")
-    seconds = time.perf_counter() - start
+    seconds = out.get("seconds") if (out.get("cache") or {}).get("hit") else time.perf_counter() - start
     if out["history"].stop_reason != "completed":
         raise RuntimeError(f"retraining {config['name']} failed: {out['history'].stop_reason}")
     return {"model": out["model"], "history": out["history"], "seconds": seconds, "settings": settings,
+            "cache": out.get("cache"),
             "test": out.get("test") or evaluate(out["model"], test, device=device)}
 
 

@@ -221,7 +221,9 @@ def appendix(env: dict, *, seconds: float, params: dict, metrics_file: str | Pat
     """
     rows = dict(env)
     rows["wall time"] = f"{seconds:.1f} s"
-    fp = read_metrics(metrics_file).get("fingerprint") if metrics_file else None
+    metrics = read_metrics(metrics_file) if metrics_file else {}
+    fp = metrics.get("fingerprint")
+    rows.update(cache_rows(metrics))
     if fp:
         rows["fingerprint"] = (f"{fp['short']} (parameters {fp['parameters']}, notebook {fp['notebook']}, data "
                                f"{fp['data']}, results {fp['results']}); check with: python -m helpers verify FOLDER")
@@ -230,6 +232,45 @@ def appendix(env: dict, *, seconds: float, params: dict, metrics_file: str | Pat
     frame = pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
     frame.index.name = "item"
     return frame.style.set_properties(**{"text-align": "left"})
+
+
+def cache_record(result: dict | None, *, final: dict | None = None) -> dict:
+    """``metrics.json``'s ``cache``: whether the cache was on, its folder, and per training run whether it was
+    trained here or read from the cache and which run produced it (:mod:`helpers.cache`). The data's and each
+    pretraining's own notes are under ``data.cache`` and ``pretraining.<backbone>.cache``. Every ``cache`` key is
+    left out of the fingerprint and of ``verify``'s comparison: a result from the cache has the same numbers."""
+    from . import cache
+
+    runs = [{"name": r["name"], "repeat": r["repeat"], "seed": r["seed"], **(r.get("cache") or cache.off_record())}
+            for r in (result or {}).get("runs", [])]
+    if final is not None and final.get("cache") is not None:
+        runs.append({"name": "final retraining", **final["cache"]})
+    return {"enabled": cache.enabled(), "dir": str(cache.cache_dir()) if cache.enabled() else None,
+            "runs_from_cache": sum(1 for r in runs if r.get("hit")),
+            "runs_trained": sum(1 for r in runs if not r.get("hit")), "runs": runs}
+
+
+def cache_rows(metrics: dict) -> dict:
+    """The appendix's lines on the cache: what this report read from it instead of computing, and from which runs."""
+    from .cache import describe
+
+    record = metrics.get("cache")
+    if not record:
+        return {}
+    if not record.get("enabled"):
+        return {"cache": "off: everything was computed in this run"}
+    rows = {"cache": f"{record['dir']}: {record['runs_from_cache']} training run(s) read from it, "
+                     f"{record['runs_trained']} trained here"}
+    for run in record["runs"]:
+        if run.get("hit"):
+            rows[f"cache: run {run['name']}" + (f" (seed {run['seed']})" if "seed" in run else "")] = describe(run)
+    data = (metrics.get("data") or {}).get("cache")
+    if data and data.get("hit"):
+        rows["cache: data"] = "decoded IDX files " + describe(data)
+    for label, pre in (metrics.get("pretraining") or {}).items():
+        if (pre.get("cache") or {}).get("hit"):
+            rows[f"cache: pretraining {label}"] = describe(pre["cache"])
+    return rows
 
 
 def experiment_observations(result: dict, *, final: dict | None = None, metric: str = "val_acc") -> str:
@@ -266,7 +307,7 @@ def build_metrics(*, cfg, data: dict, result: dict | None = None, best: dict | N
                            "retrain_seconds": final.get("seconds") if final else None,
                            "test": test_summary(final["test"]) if final else None, "latency": latency}
     payload.update(extra or {})
-    payload.update({"environment": env, "wall_seconds": seconds})
+    payload.update({"cache": cache_record(result, final=final), "environment": env, "wall_seconds": seconds})
     return payload
 
 
@@ -296,5 +337,8 @@ def grid_summary(configs: list[dict], *, repeats: int = 1, evaluate_test: str = 
 def data_record(splits: dict, *, cfg, names=("train", "val", "test")) -> dict:
     """``metrics.json``'s ``data``: where the images came from, split sizes, classes."""
     train = splits[names[0]]
-    return {"source": str(splits.get("source")), "sizes": split_sizes({k: splits[k] for k in names}),
-            "classes": cfg.get("classes") or list(range(train.num_classes)), "class_names": list(train.class_names)}
+    record = {"source": str(splits.get("source")), "sizes": split_sizes({k: splits[k] for k in names}),
+              "classes": cfg.get("classes") or list(range(train.num_classes)), "class_names": list(train.class_names)}
+    if splits.get("cache") is not None:  # whether the decoded files came from the cache (helpers.cache)
+        record["cache"] = splits["cache"]
+    return record

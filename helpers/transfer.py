@@ -161,7 +161,8 @@ def load_task(*, dataset: str = "fashion_mnist", data_dir=None, classes=None, im
     ``dataset`` is ``"fashion_mnist"`` (``classes`` picks a subset) or a folder in the ImageFolder layout
     (read at ``image_size`` pixels; ``classes`` None keeps all of its classes; its ``val/`` images, when it has
     them, are the validation set). Caps are numbers of images per class; ``"all"`` or None keeps all.
-    Returns ``{"train", "val", "test", "source", "validation"}``, ``validation`` saying where it came from.
+    Returns ``{"train", "val", "test", "source", "validation", "cache"}``, ``validation`` saying where it came
+    from and ``cache`` whether Fashion-MNIST's decoded files came from the cache (None for a folder).
     """
     if dataset == "fashion_mnist":
         splits = load_splits(data_dir=data_dir, classes=classes, val_fraction=val_fraction, seed=seed)
@@ -172,7 +173,7 @@ def load_task(*, dataset: str = "fashion_mnist", data_dir=None, classes=None, im
             splits = {k: select_classes(v, classes) if isinstance(v, ImageSet) else v for k, v in splits.items()}
     return {"train": _cap(splits["train"], labels_per_class, seed), "val": _cap(splits["val"], val_per_class, seed),
             "test": _cap(splits["test"], test_per_class, seed), "source": splits["source"],
-            "validation": splits["validation"]}
+            "validation": splits["validation"], "cache": splits.get("cache")}
 
 
 def feature_set(module: nn.Module, data: ImageSet, *, batch_size: int = 256, device="auto") -> ImageSet:
@@ -313,8 +314,10 @@ def observations(result: dict, *, base: Mapping, best: dict | None = None, test_
                          "so more epochs (`frozen_epochs`) cost seconds.")
     for label, rec in (pretrained.records() if pretrained else {}).items():
         if rec["val_acc"] is not None:
+            cached = (rec.get("cache") or {}).get("hit")
             lines.append(f"- **Pretraining** (`{label}`): {rec['source']}; source-task validation accuracy "
-                         f"{rec['val_acc']:.2%} in {rec['seconds']:.1f} s.")
+                         f"{rec['val_acc']:.2%} in {rec['seconds']:.1f} s"
+                         + (" (when it was made: this report read it from the cache)." if cached else "."))
     if best is not None and test_result is not None:
         lines.append(f"- **Test set:** `{best['name']}`, chosen on validation accuracy, scores "
                      f"{test_result['accuracy']:.2%} test accuracy (loss {test_result['loss']:.4f}) with its model from "

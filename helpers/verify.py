@@ -15,12 +15,12 @@ import math
 import tempfile
 from pathlib import Path
 
-# What may differ between two identical runs: how long things took, when, where the files went, and what
-# only describes the machine.
+# What may differ between two identical runs: how long things took, when, where the files went, what only
+# describes the machine, and whether a result was computed or read from the cache (the same numbers either way).
 VOLATILE = frozenset({
     "seconds", "seconds_mean", "seconds_std", "wall_seconds", "retrain_seconds", "ae_seconds", "ae_seconds_mean",
     "ae_seconds_std", "date", "output_dir", "checkpoint", "ms_per_image_batch1", "images_per_second", "cnn_metrics",
-    "environment", "fingerprint", "source",
+    "environment", "fingerprint", "source", "cache",
 })
 # Differences in these mean the rerun could not be exact, so numbers are compared within a tolerance.
 ENVIRONMENT_KEYS = ("device", "device_name", "torch", "torchvision", "numpy", "python", "processor")
@@ -120,7 +120,13 @@ def check_fingerprint(metrics: dict, *, notebook: str | Path) -> list[str]:
 
 
 def rerun(metrics: dict, *, workdir: Path) -> dict:
-    """Execute the report's section again with its recorded parameters; the new ``metrics.json``."""
+    """Execute the report's section again with its recorded parameters; the new ``metrics.json``.
+
+    The cache is off for the rerun (and nothing is resumed): every run is trained again, or the rerun would only
+    read back the numbers it is meant to check."""
+    import os
+
+    from .cache import ENV_SWITCH
     from .kernels import execute
     from .runner import NOTEBOOKS_DIR, notebook_parameters, notebook_path
 
@@ -128,8 +134,17 @@ def rerun(metrics: dict, *, workdir: Path) -> dict:
     declared = notebook_parameters(section)
     params = {k: v for k, v in metrics["parameters"].items() if k in declared and k != "output_dir"}
     out = workdir / section
-    execute(notebook_path(section), workdir / f"{section}.ipynb", parameters={**params, "output_dir": str(out)},
-            cwd=NOTEBOOKS_DIR)
+    before = {k: os.environ.get(k) for k in (ENV_SWITCH, "HELPERS_RESUME")}
+    os.environ.update({ENV_SWITCH: "off", "HELPERS_RESUME": "0"})  # the kernel inherits them
+    try:
+        execute(notebook_path(section), workdir / f"{section}.ipynb", parameters={**params, "output_dir": str(out)},
+                cwd=NOTEBOOKS_DIR)
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return json.loads((out / "metrics.json").read_text())
 
 

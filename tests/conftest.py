@@ -104,6 +104,39 @@ def fake_image_set(n: int = N_TRAIN, seed: int = 0):
     return ImageSet(X, torch.from_numpy(labels.astype(np.int64)))
 
 
+# Test modules that compare two real trainings of the same report in one test: with the cache on, the second
+# would read the first's runs back instead of training (helpers.cache), and the comparison would test nothing.
+NO_CACHE_MODULES = ("tests.test_repeatable",)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache_dir(tmp_path_factory):
+    """The session's cache folder (for module-scoped fixtures, set up before any test's own), never the
+    project's ``reports/.cache``; an inherited ``HELPERS_CACHE=off`` is dropped so the cache is tested."""
+    saved = {k: os.environ.get(k) for k in ("HELPERS_CACHE_DIR", "HELPERS_CACHE")}
+    os.environ["HELPERS_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-cache"))
+    os.environ.pop("HELPERS_CACHE", None)
+    yield Path(os.environ["HELPERS_CACHE_DIR"])
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(request, tmp_path_factory, monkeypatch, session_cache_dir) -> Path:
+    """Each test its own empty cache folder (``HELPERS_CACHE_DIR``, inherited by kernels and subprocesses), so
+    no test reads back work another test did; off for :data:`NO_CACHE_MODULES`."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("HELPERS_CACHE_DIR", str(folder))
+    if request.module.__name__ in NO_CACHE_MODULES:
+        monkeypatch.setenv("HELPERS_CACHE", "off")
+    else:
+        monkeypatch.delenv("HELPERS_CACHE", raising=False)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def torch_single_thread():
     """One intra-op thread for the module: tiny models on a small shared CPU run faster that way."""

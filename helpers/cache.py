@@ -1,0 +1,281 @@
+"""Work done once: a content-addressed store of results that many reports share.
+
+A class batch runs the same report for many students. Three kinds of work in it are the same from row to row
+and are computed once, then read back: the data set's decoding (``data``), the transfer section's source-task
+pretraining (``pretraining``) and finished training runs (``runs``: a row identical to one already run, or a
+rerun, trains nothing). An entry is a folder named by its key::
+
+    <cache dir>/<kind>/<key[:2]>/<key>/   the entry's files, and meta.json (what the key was made of, which
+                                           run produced it, when, where)
+    <cache dir>/tmp/                       entries being written (renamed into place when complete)
+
+The key is the SHA-256 of a canonical JSON of everything that determines the result: the settings, digests
+of the data it learnt from, the seed, a digest of this package's source, the library versions and the device
+type. A changed setting, data file, line of ``helpers`` or torch version is another key, so a stale result is
+never served. An entry is written into ``tmp/`` and renamed into place whole, so two processes (batch rows at
+once, even on machines sharing the folder) never see half an entry; when both make the same entry the first
+rename wins and the other's copy (the same result) is dropped.
+
+The folder is ``$HELPERS_CACHE_DIR`` (``python -m helpers run`` sets it from ``--cache-dir``, else
+``<--output-dir>/.cache``), else ``reports/.cache`` in the project. ``HELPERS_CACHE=off`` (``--no-cache``)
+turns the cache off: nothing is read or written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import warnings
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from .config import PROJECT_ROOT
+
+ENV_DIR = "HELPERS_CACHE_DIR"
+ENV_SWITCH = "HELPERS_CACHE"
+OFF_WORDS = ("off", "0", "no", "false")
+DEFAULT_DIR = PROJECT_ROOT / "reports" / ".cache"
+FORMAT = 1  # raised when an entry's layout changes, so old entries are simply never asked for
+META = "meta.json"
+
+
+def enabled() -> bool:
+    """Whether the cache is on (``HELPERS_CACHE`` is not ``off``)."""
+    return os.environ.get(ENV_SWITCH, "on").strip().lower() not in OFF_WORDS
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$HELPERS_CACHE_DIR``, else ``reports/.cache`` in the project."""
+    return Path(os.environ.get(ENV_DIR) or DEFAULT_DIR).expanduser()
+
+
+def canonical(obj) -> str:
+    """One text for JSON-like data whatever its key order (other values by their ``str``)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def make_key(parts: Mapping) -> str:
+    """The entry key of ``parts``: 64 hex digits of SHA-256 over their canonical JSON."""
+    return hashlib.sha256(canonical(parts).encode()).hexdigest()
+
+
+# Modules that run, show or check reports but compute nothing that is cached (the command line, batches,
+# kernels, export, progress, figures, the metrics layout, verify): a change to them keeps the cache valid.
+NOT_COMPUTING = frozenset({"__main__.py", "batch.py", "cli.py", "executors.py", "export.py", "kernels.py", "paths.py",
+                           "plots.py", "progress.py", "report.py", "runner.py", "summary.py", "verify.py"})
+
+
+@functools.cache
+def code_digest() -> str:
+    """Digest of the package's Python source that computes results: a change to any such line of ``helpers``
+    (:data:`NOT_COMPUTING` aside) makes every key new."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*.py") if p.relative_to(root).as_posix() not in NOT_COMPUTING):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def environment_parts(device="auto") -> dict:
+    """What every key holds besides the work's own settings: format, code, versions, device type."""
+    import numpy
+    import torchvision
+
+    from .training import resolve_device
+
+    dev = resolve_device(device)
+    return {"format": FORMAT, "code": code_digest(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": numpy.__version__, "device": dev.type,
+            # two GPU models may round differently; CPUs of one build give the same numbers
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
+
+
+# tensor -> (weak reference, version counter, digest): a data set is hashed once per process however many
+# runs use it; the version counter changes when the tensor is written to in place.
+_digests: dict[int, tuple[weakref.ref, int, str]] = {}
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """Digest of a tensor's dtype, shape and bytes (memoized while the tensor lives unchanged)."""
+    known = _digests.get(id(t))
+    if known and known[0]() is t and known[1] == t._version:
+        return known[2]
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    h = hashlib.sha256(f"{flat.dtype}{tuple(t.shape)}".encode())
+    if flat.numel():
+        h.update(flat.view(torch.uint8).numpy())
+    value = h.hexdigest()[:16]
+    _digests[id(t)] = (weakref.ref(t), t._version, value)
+    return value
+
+
+def data_digest(data) -> str | None:
+    """Digest of an :class:`~helpers.data.ImageSet` (images, labels, class names); None for None."""
+    if data is None:
+        return None
+    return make_key([tensor_digest(data.X), tensor_digest(data.y), list(data.class_names)])[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 (16 hex digits) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def entry_path(kind: str, key: str) -> Path:
+    return cache_dir() / kind / key[:2] / key
+
+
+def lookup(kind: str, key: str) -> Path | None:
+    """The complete entry ``key`` of ``kind``, or None (also when the cache is off)."""
+    if not enabled():
+        return None
+    path = entry_path(kind, key)
+    return path if (path / META).is_file() else None
+
+
+def read_meta(entry: Path) -> dict:
+    return json.loads((Path(entry) / META).read_text())
+
+
+def producer(*, output_dir=None, author_name=None, author_id=None, seconds: float | None = None) -> dict:
+    """Who made an entry: the report folder, its author, the machine, when, and how long the work took."""
+    return {"output_dir": str(output_dir) if output_dir else None, "author_name": author_name,
+            "author_id": author_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "created": dt.datetime.now().isoformat(timespec="seconds"), "seconds": seconds}
+
+
+def store(kind: str, key: str, write: Callable[[Path], None], *, parts: Mapping, made_by: Mapping) -> Path | None:
+    """Make entry ``key`` of ``kind``: ``write(folder)`` fills a private folder, which is then renamed into place.
+
+    Returns the entry's path (an entry already there is kept), or None when the cache is off or cannot be
+    written (a warning says why: a read-only or full cache folder must not fail the report that made the work).
+    """
+    if not enabled():
+        return None
+    final = entry_path(kind, key)
+    if (final / META).is_file():
+        return final
+    tmp = None
+    try:
+        staging = cache_dir() / "tmp"
+        staging.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{key[:12]}-", dir=staging))
+        write(tmp)
+        meta = {"kind": kind, "key": key, "parts": parts, "producer": dict(made_by),
+                "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())}
+        (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(tmp, final)  # atomic: readers see no entry or a whole one
+        except OSError:
+            if not (final / META).is_file():  # not another process's complete entry: a real failure
+                raise
+        return final
+    except OSError as exc:
+        warnings.warn(f"cache entry {kind}/{key[:12]} not written to {cache_dir()}: {exc}", stacklevel=2)
+        return None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (no second copy on one disk), else a copy. Checkpoints are replaced,
+    never written in place (:func:`helpers.training.save_checkpoint`), so a linked file is never changed."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def copy_files(src: Path, dst: Path, names=("last.pt", "best.pt")) -> list[Path]:
+    """Copy (or link) the files called ``names`` under ``src``, at any depth, to the same places under ``dst``."""
+    copied = []
+    for path in sorted(p for name in names for p in Path(src).rglob(name)):
+        target = Path(dst) / path.relative_to(src)
+        link_or_copy(path, target)
+        copied.append(target)
+    return copied
+
+
+def hit_record(entry: Path) -> dict:
+    """``metrics.json``'s note on a result read from the cache: the entry and the run that produced it."""
+    meta = read_meta(entry)
+    return {"hit": True, "key": meta["key"][:16], "entry": str(entry), "produced_by": meta.get("producer")}
+
+
+def miss_record(key: str, entry: Path | None) -> dict:
+    """The note on a result computed here (``stored``: whether it is now in the cache)."""
+    return {"hit": False, "key": key[:16], "stored": entry is not None, "entry": str(entry) if entry else None}
+
+
+def off_record() -> dict:
+    """The note when the cache is off (the same in every run, so two runs without it compare equal)."""
+    return {"hit": False, "enabled": False}
+
+
+def describe(record: Mapping | None) -> str:
+    """One phrase for a report: where a result came from."""
+    if not record or not record.get("hit"):
+        return "computed in this run"
+    made = record.get("produced_by") or {}
+    who = " ".join(str(made.get(k)) for k in ("author_name", "author_id") if made.get(k))
+    return (f"read from the cache (entry {record['key']}, produced "
+            + (f"by the run in {made['output_dir']}" if made.get("output_dir") else f"by process {made.get('pid')}")
+            + (f" of {who}" if who else "") + f" on {made.get('created') or '?'}"
+            + (f" at {made['host']}" if made.get("host") else "") + ")")
+
+
+def bound_parts(fn, settings: Mapping) -> list:
+    """What a ``train_one`` was bound to that also decides its result, for its runs' keys: data sets it closes
+    over (e.g. the autoencoder's own training images) and objects with a ``cache_key(settings)`` method (the
+    starting weights of the transfer section)."""
+    if isinstance(fn, functools.partial):
+        values = [*fn.args, *fn.keywords.values()]
+    else:
+        values = []
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                values.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+    parts = []
+    for value in values:
+        part = _bound_part(value, settings)
+        if part:
+            parts.append(part)
+    return parts
+
+
+def _bound_part(value, settings: Mapping):
+    from .data import ImageSet
+
+    if hasattr(value, "cache_key"):
+        return value.cache_key(settings)
+    if isinstance(value, ImageSet):
+        return data_digest(value)
+    if isinstance(value, Mapping):
+        return {str(k): data_digest(v) for k, v in value.items() if isinstance(v, ImageSet)}
+    return None
+
+
+def callable_name(fn) -> str:
+    """``helpers.mlp.train_one`` for a function (the inner function of a ``functools.partial``)."""
+    fn = fn.func if isinstance(fn, functools.partial) else fn
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
