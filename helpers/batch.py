@@ -26,6 +26,9 @@ from .runner import SECTIONS, notebook_parameters
 RESERVED = ("name", "sections", "profile")
 ATTEMPTS = "attempts.jsonl"  # one line per start of a row: a row started again lost its worker
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# what a row takes from the batch's environment even on a Dask worker started elsewhere: the batch's cache (shared
+# by its rows) and where the data is
+ROW_ENV = ("HELPERS_CACHE_DIR", "HELPERS_CACHE", "FASHION_MNIST_DIR")
 # bound in the parent: the child between fork and exec should call nothing that may take a lock
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
@@ -149,13 +152,13 @@ def record_attempt(folder: Path, worker: str) -> int:
 
 def run_row(folder: Path, sections: list[str], params: dict, *, no_input: bool, formats, threads: int,
             resume: bool = False, timeout: float | None = None, row_timeout: float | None = None,
-            retries: int | None = None, worker: str = "local") -> dict:
+            retries: int | None = None, worker: str = "local", env: dict | None = None) -> dict:
     """Run one row as its own ``python -m helpers run`` process; return what became of it.
 
     ``timeout`` limits each section (the command's ``--timeout``), ``row_timeout`` the whole row. A start after the
     first means the row's earlier worker was lost: it continues from its checkpoints (``--resume``), and after
     ``retries`` such restarts the row is given up as ``worker lost``. The row is ``ok`` only when its folder holds a
-    complete report (:func:`row_complete`).
+    complete report (:func:`row_complete`). ``env`` adds to the environment the row inherits (:data:`ROW_ENV`).
     """
     folder = Path(folder)
     attempt = record_attempt(folder, worker)
@@ -165,7 +168,8 @@ def run_row(folder: Path, sections: list[str], params: dict, *, no_input: bool, 
                 "error": f"its worker was lost {attempt - 1} times (--retries {retries}); see {folder.name}/{ATTEMPTS}"}
     cmd = row_command(folder, sections, params, no_input=no_input, formats=formats, resume=resume or attempt > 1,
                       timeout=timeout)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HELPERS_PROGRESS": "0"}
+    env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "HELPERS_PROGRESS": "0"}
     start = time.perf_counter()
     with (folder / "run.log").open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -247,7 +251,8 @@ def run_batch(path, *, sections: list[str], output_dir: Path, common: dict, no_i
     for r in pending:  # a fresh count of starts: --retries is per batch run
         (output_dir / r["name"] / ATTEMPTS).unlink(missing_ok=True)
     options = {"no_input": no_input, "formats": formats, "resume": resume, "timeout": timeout,
-               "row_timeout": row_timeout, "retries": retries}
+               "row_timeout": row_timeout, "retries": retries,
+               "env": {k: os.environ[k] for k in ROW_ENV if k in os.environ}}
     start = time.perf_counter()
     if executor == "dask":
         done = run_dask(pending, output_dir=output_dir, jobs=jobs, scheduler=scheduler, options=options)
