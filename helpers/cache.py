@@ -58,6 +58,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get(ENV_DIR) or DEFAULT_DIR).expanduser()
 
 
+def row_environment() -> dict[str, str]:
+    """What a batch row's process needs in its environment to use this process's cache: the folder (absolute) and
+    the switch. Rows started here inherit them; a row on another machine (a Dask worker) must be given them, and
+    shares the work when the folder is on a file system both machines see."""
+    return {ENV_DIR: str(cache_dir().resolve()), ENV_SWITCH: "on" if enabled() else "off"}
+
+
 def canonical(obj) -> str:
     """One text for JSON-like data whatever its key order (other values by their ``str``)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

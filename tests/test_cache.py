@@ -80,6 +80,13 @@ def test_the_code_digest_follows_the_computing_modules_only():
     assert "cli.py" in cache.NOT_COMPUTING and "batch.py" in cache.NOT_COMPUTING
 
 
+def test_a_batch_row_elsewhere_gets_the_folder_and_the_switch(monkeypatch, tmp_path):
+    monkeypatch.setenv("HELPERS_CACHE_DIR", str(tmp_path / "shared"))
+    assert cache.row_environment() == {"HELPERS_CACHE_DIR": str((tmp_path / "shared").resolve()), "HELPERS_CACHE": "on"}
+    monkeypatch.setenv("HELPERS_CACHE", "off")
+    assert cache.row_environment()["HELPERS_CACHE"] == "off"
+
+
 # --- entries appear whole --------------------------------------------------------------------------------------
 
 def test_an_entry_is_invisible_until_complete_and_the_first_writer_wins():
