@@ -299,8 +299,8 @@ class BackboneWeights:
         parts = self.pretrain_parts(backbone, image_size) if cache.enabled() else None
         key = cache.make_key(parts) if parts else None
         entry = cache.lookup("pretraining", key) if key else None
-        if entry is not None:
-            saved = torch.load(entry / "weights.pt", map_location="cpu", weights_only=True)
+        saved = cache.load(entry, "weights.pt") if entry is not None else None
+        if saved is not None:
             history = History(saved["history"])
             history.stop_reason = saved["stop_reason"]
             return {"weights": saved["weights"], "model": None, "history": history, "seconds": saved["seconds"],

@@ -154,6 +154,29 @@ def lookup(kind: str, key: str) -> Path | None:
     return path if (path / META).is_file() else None
 
 
+def load(entry: Path, name: str):
+    """``torch.load`` of an entry's file (tensors and plain data only), or None with a warning when it cannot be
+    read (a disk error, a file changed by hand): the caller then computes the work again."""
+    try:
+        return torch.load(Path(entry) / name, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        warnings.warn(f"cache entry {entry} is unreadable ({type(exc).__name__}); computing it again", stacklevel=2)
+        discard(entry)
+        return None
+
+
+def discard(entry: Path) -> None:
+    """Take a damaged entry out of the cache (renamed away first, so readers see it whole or not at all), so
+    that the work computed again is stored in its place."""
+    trash = cache_dir() / "tmp" / f"discarded-{Path(entry).name[:12]}-{os.getpid()}-{id(entry)}"
+    try:
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(entry, trash)
+    except OSError:  # gone already (another process discarded it), or not ours to remove
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def read_meta(entry: Path) -> dict:
     return json.loads((Path(entry) / META).read_text())
 

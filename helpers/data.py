@@ -222,8 +222,8 @@ def _decoded(files: dict) -> tuple[dict, dict]:
              "format": cache.FORMAT, "code": cache.code_digest()}
     key = cache.make_key(parts)
     entry = cache.lookup("data", key)
-    if entry is not None:
-        saved = torch.load(entry / "arrays.pt", map_location="cpu", weights_only=True)
+    saved = cache.load(entry, "arrays.pt") if entry is not None else None
+    if saved is not None:
         return {k: saved[FILES[k]].numpy() for k in files}, cache.hit_record(entry)
     arrays = {key: read_idx(path) for key, path in files.items()}
     tensors = {FILES[k]: torch.from_numpy(a.copy()) for k, a in arrays.items()}

@@ -169,8 +169,10 @@ def train_run(train_one: Callable, settings: Mapping, *, train: ImageSet, val: I
     """
     import os
     import shutil
+    import warnings
 
     from . import cache
+    from .training import CheckpointError
     from .verify import digest
 
     settings = dict(settings)
@@ -187,10 +189,14 @@ def train_run(train_one: Callable, settings: Mapping, *, train: ImageSet, val: I
     if entry is not None and not (settings["resume"] and (folder / "last.pt").exists()):
         shutil.rmtree(folder, ignore_errors=True)  # a stale interrupted try must not mix with the entry's files
         cache.copy_files(entry, folder)
-        settings["resume"] = True
-        out = train_one(settings, train=train, val=val, seed=seed, desc=desc)
-        record = cache.hit_record(entry)
-        return {**out, "cache": record, "seconds": (record["produced_by"] or {}).get("seconds")}
+        try:
+            out = train_one({**settings, "resume": True}, train=train, val=val, seed=seed, desc=desc)
+            record = cache.hit_record(entry)
+            return {**out, "cache": record, "seconds": (record["produced_by"] or {}).get("seconds")}
+        except CheckpointError as exc:  # a damaged entry: train as if it were not there
+            warnings.warn(f"cache entry {entry} is unreadable ({exc}); training the run again", stacklevel=2)
+            cache.discard(entry)
+            shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
     out = train_one(settings, train=train, val=val, seed=seed, desc=desc)
     seconds = time.perf_counter() - start

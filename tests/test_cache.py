@@ -152,6 +152,21 @@ def test_a_finished_run_is_read_back_not_trained(tmp_path, batches):
     assert list((tmp_path / "second" / "checkpoints" / "runs").glob("*/last.pt"))  # the report has its checkpoints
 
 
+def test_a_damaged_entry_is_trained_again(tmp_path, batches):
+    first = experiment(tmp_path / "first")
+    for path in cache.cache_dir().rglob("last.pt"):
+        path.unlink()  # hard-linked to the report's own checkpoint: replace, never write in place
+        path.write_bytes(b"\x00" * 100)
+    trained = len(batches)
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = experiment(tmp_path / "second")
+    assert len(batches) == 2 * trained and again["runs"][0]["cache"]["hit"] is False
+    assert again["runs"][0]["cache"]["stored"]  # the damaged entry was replaced by the new result
+    third = experiment(tmp_path / "third")
+    assert third["runs"][0]["cache"]["hit"] and len(batches) == 2 * trained
+    assert again["table"]["val_acc"].iloc[0] == first["table"]["val_acc"].iloc[0]
+
+
 def test_a_changed_setting_or_data_or_no_cache_trains(tmp_path, batches, monkeypatch):
     experiment(tmp_path / "first")
     for folder, kwargs in (("lr", {"lr": 0.02}), ("data", {"data": fake_image_set(120, seed=5)})):
