@@ -42,10 +42,12 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 # What each profile sets for parameters left as None. *_per_class caps the images per class: train/test
 # for the whole run (smoke), grid/search for the training images of the first comparison and the search (the
 # validation set stays whole, so the comparisons are measured on the same images).
-# final_augment: full retrains with flips only. Measured here on all 60,000 images (seed 0): the course
+# final_augment: quick and full retrain with flips only. Measured here on all 60,000 images (seed 0): the course
 # augmentation (rotation, noise, brightness/contrast, 2-pixel shifts) held the 0.3M-parameter CNN to 92.9%
 # training and 92.62% test accuracy after 30 epochs, while flips alone gave 96.7% training and 93.66% test
 # accuracy in 20 epochs; the first comparison, the search and the on/off comparison keep the aug_* augmentation.
+# On the 51,000/9,000 split, flips alone reached 93.4-93.5% validation accuracy after 10 and after 14 epochs
+# (bfloat16 or float32 alike; random erasing on top changed nothing), so quick retrains for 12.
 # quick searches the conv dropout only: the best configuration had 128 hidden units in every quick and full
 # search run here, and two fewer runs keep the section under 10 minutes on a 2-core CPU.
 PROFILES = {
@@ -53,7 +55,7 @@ PROFILES = {
               "grid_epochs": 1, "search_epochs": 1, "final_epochs": 3, "final_augment": "same",
               "conv_dropouts": [0.1], "head_dropouts": [0.3], "hidden_sizes": [32, 64]},
     "quick": {"train_per_class": None, "test_per_class": None, "grid_per_class": 3000, "search_per_class": 1500,
-              "grid_epochs": 4, "search_epochs": 3, "final_epochs": 10, "final_augment": "same",
+              "grid_epochs": 4, "search_epochs": 3, "final_epochs": 12, "final_augment": "flip",
               "conv_dropouts": [0.05, 0.2], "head_dropouts": [0.3], "hidden_sizes": [128]},
     "full": {"train_per_class": None, "test_per_class": None, "grid_per_class": None, "search_per_class": 2000,
              "grid_epochs": 15, "search_epochs": 6, "final_epochs": 20, "final_augment": "flip",

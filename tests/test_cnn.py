@@ -325,7 +325,8 @@ def test_config_fills_profile_values():
     assert augment_from(cfg) == Augment(rotation=5.0, noise_std=0.02, hflip=True, brightness=0.1, contrast=0.1)
     assert "rotation=5.0" in cfg.augmentation
     assert config(augment=False).augmentation == "none"
-    assert cfg.final_augment == "same" and cfg.final_augmentation == cfg.augmentation
+    assert cfg.final_augment == "flip" and cfg.final_augmentation == "hflip=True"
+    assert config(profile="smoke").final_augment == "same"
     full = config(profile="full")
     assert full.final_augment == "flip" and full.final_augmentation == "hflip=True"
     assert "rotation=5.0" in full.augmentation  # the comparisons keep the aug_* augmentation
