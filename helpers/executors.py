@@ -259,7 +259,12 @@ def run_dask(pending: list[dict], *, output_dir: Path, jobs: int, scheduler: str
         cluster, threads = start_local_cluster(specs, retries=retries), specs[0]["threads"]
     results: list[dict] = []
     try:
-        with Client(cluster or address) as client:
+        try:
+            client = Client(cluster or address, timeout="20s")
+        except OSError as exc:  # a wrong address, a scheduler not started: say so, not a traceback
+            raise SystemExit(f"error: cannot reach the Dask scheduler at {address}: {exc}; start one with "
+                             "`dask scheduler` (see README) or leave out --scheduler for a local cluster") from None
+        with client:
             info = client.scheduler_info()
             workers = info.get("workers", {})
             print(f"dask: scheduler {client.scheduler.address}, {len(workers)} worker(s)"
@@ -269,7 +274,8 @@ def run_dask(pending: list[dict], *, output_dir: Path, jobs: int, scheduler: str
                 print(f"dask: dashboard {client.dashboard_link}")
             resources, slots = row_resources(workers), host_slots(workers)
             progress = Progress(len(pending), sum(slots.values()) or jobs)
-            client.subscribe_topic(TOPIC, lambda event: progress.event(**event[1]))
+            # an event is (time, message); Dask adds the worker's address to the message
+            client.subscribe_topic(TOPIC, lambda event: progress.event(event[1]["event"], event[1]["name"]))
             rows: dict[str, dict] = {}  # future key -> row
 
             def submit(entry):

@@ -69,6 +69,7 @@ def test_a_local_cluster_runs_the_batch_and_reports_the_bad_row(local_cluster_ba
     for line in (2, 3, 4, 5):
         assert done.stdout.count(f"line {line}: ") == 1, done.stdout
     assert "[batch] 4/4 done (1 failed), 0 running, 0 waiting" in done.stderr
+    assert ", 2 running, " in done.stderr and "Traceback" not in done.stderr, done.stderr  # rows announced their start
 
 
 @pytest.fixture()
@@ -161,3 +162,22 @@ def test_a_worker_killed_mid_row_loses_no_row_and_reports_none_twice(separate_cl
     starts = [json.loads(s) for s in (out / name / "attempts.jsonl").read_text().splitlines()]
     assert len(starts) == 2 and starts[0]["worker"] != starts[1]["worker"], starts
     assert by_folder[name]["attempts"] == "2"
+
+
+def test_a_row_past_its_row_timeout_is_stopped_with_its_process(tmp_path, fake_data_dir):
+    from helpers.batch import run_row
+
+    start = time.monotonic()
+    result = run_row(tmp_path / "Ada", ["mlp"], {"data_dir": str(fake_data_dir), "profile": "smoke"}, no_input=False,
+                     formats=["html"], threads=1, row_timeout=1.5)
+    assert result["status"] == "timed out" and "--row-timeout" in result["error"]
+    assert time.monotonic() - start < 30
+    assert result["attempts"] == 1 and (tmp_path / "Ada" / "run.log").exists()
+
+
+def test_an_unreachable_scheduler_is_named(tmp_path):
+    (tmp_path / "class.csv").write_text("name\nAda\n")
+    done = subprocess.run(batch_command(tmp_path / "class.csv", tmp_path / "out", tmp_path, "--scheduler",
+                                        "tcp://127.0.0.1:9"), cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=env())
+    assert done.returncode != 0 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in done.stderr
