@@ -142,7 +142,9 @@ def plot_accuracy_by_parameter(table: pd.DataFrame, parameter: str):
             xs = i + np.linspace(-0.2, 0.2, len(ys)) if len(ys) > 1 else np.full(len(ys), float(i))  # side by side
             ax.plot(xs, ys, "o", color="#4c78a8", alpha=0.8, label="student" if i == 0 else None)
             ax.hlines(ys.mean(), i - 0.35, i + 0.35, color="#e45756", linewidth=2, label="mean" if i == 0 else None)
-        ax.set_xticks(range(len(groups)), [f"{v}\n({n})" for v, n in zip(groups[parameter], groups["students"])])
+        labels = [f"{v}\n({n})" for v, n in zip(groups[parameter], groups["students"])]
+        crowded = sum(len(str(v)) for v in groups[parameter]) > 30  # long values would run into each other
+        ax.set_xticks(range(len(groups)), labels, rotation=25 if crowded else 0, ha="right" if crowded else "center")
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.margins(y=0.15)
         ax.set(title=f"{section}: test accuracy by {parameter}", xlabel=f"{parameter} (students)",
@@ -202,7 +204,7 @@ text-align: left; vertical-align: top; } th { background: #f0f0f0; cursor: point
 white-space: nowrap; position: sticky; top: 0; } th:hover { background: #e2e8f0; }
 th[data-dir=asc]::after { content: " \\25B2"; } th[data-dir=desc]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; } .ok { color: #176c2e; font-weight: bold; }
-.bad { color: #b00020; font-weight: bold; } td.err { color: #555; font-size: 12px; max-width: 28em; }
+.bad { color: #b00020; font-weight: bold; } td.err { color: #555; font-size: 12px; min-width: 16em; max-width: 28em; }
 .scroll { overflow-x: auto; } figure { display: inline-block; margin: 0 1em 1em 0; } figure img { max-width: 100%; }
 figcaption { font-size: 13px; color: #555; } .stats { color: #444; }
 """
