@@ -37,15 +37,27 @@ PRESETS = {
                           {"channels": [12], "kernel": 4, "padding": 0, "pool": "max", "pool_size": 4,
                            "pool_stride": 2, "norm": "batch_norm", "dropout": 0.0}],
                "dense": [128, 32], "dense_dropout": 0.0, "activation": "relu"},
-    # The tuned network of the headline number: 3x3 "same" convolutions (32, 64, then two of 128), 2x2 max
-    # pooling after each block (28 -> 14 -> 7 -> 3), channel dropout, one hidden layer.
-    "strong": {"blocks": [{"channels": [32], "kernel": 3, "padding": 1, "pool": "max", "pool_size": 2,
+    # The network of the headline number: three blocks of two 3x3 "same" convolutions (32, 64, 128 channels),
+    # 2x2 max pooling after each (28 -> 14 -> 7 -> 3), channel dropout, one hidden layer of 128. On the
+    # 51,000/9,000 split, 12 epochs with flips: 94.4% validation accuracy (94.6% with test-time flips), where
+    # "compact" reached 93.4-93.5% after 10, 14 or (with shifts and erasing) 30 epochs; it costs twice the
+    # compact network's operations.
+    "strong": {"blocks": [{"channels": [32, 32], "kernel": 3, "padding": 1, "pool": "max", "pool_size": 2,
                            "norm": "batch_norm", "dropout": 0.1},
-                          {"channels": [64], "kernel": 3, "padding": 1, "pool": "max", "pool_size": 2,
+                          {"channels": [64, 64], "kernel": 3, "padding": 1, "pool": "max", "pool_size": 2,
                            "norm": "batch_norm", "dropout": 0.1},
                           {"channels": [128, 128], "kernel": 3, "padding": 1, "pool": "max", "pool_size": 2,
                            "norm": "batch_norm", "dropout": 0.1}],
-               "dense": [64], "dense_dropout": 0.3, "activation": "relu"},
+               "dense": [128], "dense_dropout": 0.3, "activation": "relu"},
+    # The strong network of earlier versions: one convolution in each of the first two blocks (32, 64, then two
+    # of 128), one hidden layer of 64; half the operations.
+    "compact": {"blocks": [{"channels": [32], "kernel": 3, "padding": 1, "pool": "max", "pool_size": 2,
+                            "norm": "batch_norm", "dropout": 0.1},
+                           {"channels": [64], "kernel": 3, "padding": 1, "pool": "max", "pool_size": 2,
+                            "norm": "batch_norm", "dropout": 0.1},
+                           {"channels": [128, 128], "kernel": 3, "padding": 1, "pool": "max", "pool_size": 2,
+                            "norm": "batch_norm", "dropout": 0.1}],
+                "dense": [64], "dense_dropout": 0.3, "activation": "relu"},
 }
 
 

@@ -52,9 +52,11 @@ def test_course_preset_parameters_and_shapes():
 
 def test_strong_preset_parameters_and_shapes():
     model = build_from_spec("strong")
-    assert count_parameters(model)["trainable"] == 315_050
+    assert count_parameters(model)["trainable"] == 435_754
     assert block_shapes(model) == [(32, 14, 14), (64, 7, 7), (128, 3, 3)]
-    assert count(model, nn.Conv2d) == 4 and count(model, nn.MaxPool2d) == 3
+    assert count(model, nn.Conv2d) == 6 and count(model, nn.MaxPool2d) == 3
+    compact = build_from_spec("compact")
+    assert count_parameters(compact)["trainable"] == 315_050 and count(compact, nn.Conv2d) == 4
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout2d)] == [0.1] * 3
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3]
     # channels-last weights: the layout oneDNN's CPU convolutions run fastest
@@ -116,8 +118,8 @@ def two_blocks(**second) -> dict:
     ({"blocks": [{"channels": 4}], "dense": [0]}, "architecture: dense=0 is not allowed"),
     ({"blocks": [{"channels": 4}], "dense_dropout": 1}, "architecture: dense_dropout=1 is not allowed"),
     ({"blocks": [{"channels": 4}], "activation": "gelu"}, "architecture: activation='gelu' is not allowed"),
-    ("tiny", "architecture='tiny': unknown preset; allowed: course, strong"),
-    (5, "architecture=5: expected a preset name (course, strong) or a mapping"),
+    ("tiny", "architecture='tiny': unknown preset; allowed: course, strong, compact"),
+    (5, "architecture=5: expected a preset name (course, strong, compact) or a mapping"),
 ])
 def test_bad_specs_name_the_block_and_key(spec, fragment):
     with pytest.raises(ArchitectureError) as info:

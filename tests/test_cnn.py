@@ -154,8 +154,8 @@ def test_default_search_and_its_networks():
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout2d)] == [0.1] * 3
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3]
     assert [m.out_features for m in model.modules() if isinstance(m, nn.Linear)] == [64, 10]
-    assert count(model, nn.Conv2d) == 4 and count(model, nn.BatchNorm2d) == 4
-    assert count_parameters(model)["trainable"] == 315_050  # the strong preset with its own head
+    assert count(model, nn.Conv2d) == 6 and count(model, nn.BatchNorm2d) == 6
+    assert count_parameters(model)["trainable"] == 361_322  # the strong preset with the search's head of 64
     out = one_step({**SEARCH_BASE, **CFG.search_configs[0]})
     assert math.isfinite(out["history"][0]["train_loss"])
 
@@ -291,7 +291,7 @@ def test_class_subset_remaps_labels_and_names(fake_data_dir, fake_sets):
     model = strong()
     five = cnn.build_model(settings(SEARCH_BASE), num_classes=len(SUBSET), seed=0)
     assert five(splits["test"].X[:4]).shape == (4, 5)
-    assert count_parameters(model)["total"] - count_parameters(five)["total"] == 5 * (64 + 1)
+    assert count_parameters(model)["total"] - count_parameters(five)["total"] == 5 * (128 + 1)
     history = one_step(settings(), num_classes=5)["history"]
     assert math.isfinite(history[0]["train_loss"])
 
