@@ -91,3 +91,6 @@ def train_one(s: dict, *, train: ImageSet, val: ImageSet | None, seed: int, desc
                   l1=s["l1_weight"] if s["regularizer"] == "l1" else 0.0, schedule=s["schedule"],
                   label_smoothing=s["label_smoothing"], seed=seed, device=s["device"], desc=desc, **checkpointing(s))
     return {"model": model, "history": history}
+
+
+train_one.build_model = build_model  # sizes its runs for helpers.parallel
