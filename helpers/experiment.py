@@ -184,7 +184,8 @@ def train_run(train_one: Callable, settings: Mapping, *, train: ImageSet, val: I
     settings["checkpoint_dir"] = str(folder)
     settings["resume"] = os.environ.get("HELPERS_RESUME") == "1"
     parts = run_cache_parts(train_one, settings, train=train, val=val, seed=seed, tag=tag) if cache.enabled() else None
-    entry = cache.lookup("runs", cache.make_key(parts)) if parts else None
+    ckey = cache.make_key(parts) if parts else None
+    entry = cache.lookup("runs", ckey) if ckey else None
     # the report's own checkpoints come first when resuming; the cache serves what is not there
     if entry is not None and not (settings["resume"] and (folder / "last.pt").exists()):
         shutil.rmtree(folder, ignore_errors=True)  # a stale interrupted try must not mix with the entry's files
@@ -201,14 +202,14 @@ def train_run(train_one: Callable, settings: Mapping, *, train: ImageSet, val: I
     out = train_one(settings, train=train, val=val, seed=seed, desc=desc)
     seconds = time.perf_counter() - start
     record = cache.off_record()
-    if parts is not None:
+    if ckey is not None:
         stored = None
         if _finished(out):
-            stored = cache.store("runs", cache.make_key(parts), lambda tmp: cache.copy_files(folder, tmp), parts=parts,
+            stored = cache.store("runs", ckey, lambda tmp: cache.copy_files(folder, tmp), parts=parts,
                                  made_by=cache.producer(output_dir=settings["output_dir"], seconds=seconds,
                                                         author_name=settings.get("author_name"),
                                                         author_id=settings.get("author_id")))
-        record = cache.miss_record(cache.make_key(parts), stored)
+        record = cache.miss_record(ckey, stored)
     return {**out, "cache": record, "seconds": seconds}
 
 
