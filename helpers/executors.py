@@ -244,6 +244,7 @@ def attempts_of(folder: Path) -> int:
 def run_dask(pending: list[dict], *, output_dir: Path, jobs: int, scheduler: str | None, options: dict) -> list[dict]:
     """Run the rows as tasks on the Dask cluster at ``scheduler`` (or ``DASK_SCHEDULER_ADDRESS``); without an
     address, on a local cluster of ``jobs`` worker processes (one per GPU on a CUDA machine)."""
+    import dask
     from distributed import Client
     from distributed import as_completed as dask_completed
     from distributed.scheduler import KilledWorker
@@ -260,7 +261,8 @@ def run_dask(pending: list[dict], *, output_dir: Path, jobs: int, scheduler: str
     results: list[dict] = []
     try:
         try:
-            client = Client(cluster or address, timeout="20s")
+            # how long to try: Dask's connect timeout (30 s; DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)
+            client = Client(cluster or address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
         except OSError as exc:  # a wrong address, a scheduler not started: say so, not a traceback
             raise SystemExit(f"error: cannot reach the Dask scheduler at {address}: {exc}; start one with "
                              "`dask scheduler` (see README) or leave out --scheduler for a local cluster") from None

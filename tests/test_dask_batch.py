@@ -179,5 +179,5 @@ def test_an_unreachable_scheduler_is_named(tmp_path):
     (tmp_path / "class.csv").write_text("name\nAda\n")
     done = subprocess.run(batch_command(tmp_path / "class.csv", tmp_path / "out", tmp_path, "--scheduler",
                                         "tcp://127.0.0.1:9"), cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=env())
+                          env={**env(), "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
     assert done.returncode != 0 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in done.stderr
