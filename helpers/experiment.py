@@ -23,6 +23,7 @@ import pandas as pd
 from .data import ImageSet, concat
 from .metrics import evaluate
 from .models import count_parameters
+from .parallel import plan_workers, train_runs
 from .progress import emit
 
 # Parameters that shape the whole report rather than one training run: a grid may not vary them.
@@ -237,15 +238,26 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
         raise ValueError("evaluate_test='all' needs the test set")
     varied = varied_parameters(configs)
     rows, histories, models, runs, per_class, outputs = [], {}, {}, [], {}, {}
+    # small CPU runs train side by side in worker processes, with the numbers they give in turn (helpers.parallel)
+    jobs = [{"train_one": train_one, "settings": settings_of(config, base), "train": train, "val": val,
+             "seed": seed + r, "desc": config["name"], "index": number * repeats + r + 1,
+             "total": len(configs) * repeats, "name": config["name"]}
+            for number, config in enumerate(configs) for r in range(repeats)]
+    workers = plan_workers(train_one, [job["settings"] for job in jobs], train=train)
+    done = iter(train_runs(jobs, workers=workers)) if workers > 1 else None
     for number, config in enumerate(configs):
         settings = settings_of(config, base)
         rep_rows, rep_class = [], []
         for r in range(repeats):
-            start = time.perf_counter()
-            emit("run", index=number * repeats + r + 1, total=len(configs) * repeats, name=config["name"])
-            out = train_run(train_one, settings, train=train, val=val, seed=seed + r, desc=config["name"])
-            # a run from the cache keeps the training time of the run that produced it
-            seconds = out.get("seconds") if (out.get("cache") or {}).get("hit") else time.perf_counter() - start
+            if done is not None:
+                out = next(done)
+                seconds = out.get("seconds") or out["history"].seconds
+            else:
+                start = time.perf_counter()
+                emit("run", index=number * repeats + r + 1, total=len(configs) * repeats, name=config["name"])
+                out = train_run(train_one, settings, train=train, val=val, seed=seed + r, desc=config["name"])
+                # a run from the cache keeps the training time of the run that produced it
+                seconds = out.get("seconds") if (out.get("cache") or {}).get("hit") else time.perf_counter() - start
             history, model = out["history"], out["model"]
             row = run_row(history, seconds=seconds, extra=out.get("row"))
             row["params"] = count_parameters(model)["trainable"]

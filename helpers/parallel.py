@@ -27,6 +27,9 @@ from .progress import emit
 from .training import SMALL_STEP_FLOPS, resolve_device, step_flops
 
 ENV = "HELPERS_WORKERS"
+# Starting a worker (a Python process importing torch) takes seconds: a comparison with less training than this
+# (images x epochs over all its runs: a smoke run, a subset) is done sooner in turn.
+MIN_IMAGES = 500_000
 
 
 def available_cores() -> int:
@@ -48,10 +51,11 @@ def worker_limit() -> int:
 
 def plan_workers(train_one: Callable, settings: list[Mapping], *, train: ImageSet) -> int:
     """How many processes train these runs: 1 (in turn, in this process) unless every run is a small CPU step,
-    ``train_one`` names a ``build_model`` to size them by, and it can be sent to a worker."""
+    there is enough training to pay for starting workers (:data:`MIN_IMAGES`), ``train_one`` names a
+    ``build_model`` to size them by, and it can be sent to a worker."""
     limit = min(worker_limit(), len(settings))
     build = getattr(train_one, "build_model", None)
-    if limit < 2 or build is None:
+    if limit < 2 or build is None or sum(s.get("epochs", 1) for s in settings) * len(train) < MIN_IMAGES:
         return 1
     for s in settings:
         if resolve_device(s.get("device", "auto")).type != "cpu":

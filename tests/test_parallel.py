@@ -18,11 +18,18 @@ def settings(**changes) -> dict:
             "output_dir": None, **changes}
 
 
+@pytest.fixture(autouse=True)
+def any_amount_of_training(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_IMAGES", 0)  # the fake data set is tiny
+
+
 def test_small_cpu_runs_are_planned_side_by_side(monkeypatch, fake_sets):
     monkeypatch.setenv(parallel.ENV, "2")
     runs = [settings(optimizer="adam"), settings(optimizer="rmsprop"), settings(optimizer="sgd")]
     assert parallel.plan_workers(mlp.train_one, runs, train=fake_sets["train"]) == 2
     assert parallel.plan_workers(mlp.train_one, runs[:1], train=fake_sets["train"]) == 1  # one run: in turn
+    monkeypatch.setattr(parallel, "MIN_IMAGES", 10 ** 9)
+    assert parallel.plan_workers(mlp.train_one, runs, train=fake_sets["train"]) == 1  # too little to pay for workers
 
 
 def test_what_stays_in_turn(monkeypatch, fake_sets):
