@@ -212,7 +212,7 @@ def start_local_cluster(specs: list[dict], *, retries: int):
         workers = {s["name"]: {"cls": Nanny, "options": {"nthreads": 1, "resources": s["resources"], "env": s["env"]}}
                    for s in specs}
         return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {
-            "dashboard": dashboard is not None, "dashboard_address": dashboard}})
+            "dashboard": dashboard is not None, "dashboard_address": dashboard or ":0"}})  # its HTTP server: any port
 
 
 def has_bokeh() -> bool:

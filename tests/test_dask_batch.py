@@ -181,3 +181,22 @@ def test_an_unreachable_scheduler_is_named(tmp_path):
                                         "tcp://127.0.0.1:9"), cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**env(), "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
     assert done.returncode != 0 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in done.stderr
+
+
+def test_a_gpu_cluster_pins_one_worker_per_device_and_rows_take_one_each():
+    """The local cluster a CUDA machine gets, started here with two made-up device ids: each worker sees its own
+    CUDA_VISIBLE_DEVICES and offers one GPU, and tasks asking for {"GPU": 1} run on both."""
+    from distributed import Client
+
+    from helpers.executors import local_worker_specs, start_local_cluster
+
+    cluster = start_local_cluster(local_worker_specs(jobs=1, gpus=["0", "1"], cores=2), retries=1)
+    try:
+        with Client(cluster) as client:
+            client.wait_for_workers(2)
+            assert all(w["resources"] == {"GPU": 1} for w in client.scheduler_info()["workers"].values())
+            seen = client.gather([client.submit(lambda i: (os.environ["CUDA_VISIBLE_DEVICES"], time.sleep(0.5)), i,
+                                                resources={"GPU": 1}, pure=False) for i in range(4)])
+            assert sorted(d for d, _ in seen) == ["0", "0", "1", "1"]
+    finally:
+        cluster.close()
