@@ -271,8 +271,9 @@ def run_dask(pending: list[dict], *, output_dir: Path, jobs: int, scheduler: str
             workers = info.get("workers", {})
             print(f"dask: scheduler {client.scheduler.address}, {len(workers)} worker(s)"
                   + ("" if workers else " (rows wait until workers join)"))
-            # a scheduler of ours without bokeh still lists the HTTP service, but shows no dashboard on it
-            if "dashboard" in info.get("services", {}) and (cluster is None or has_bokeh()):
+            # a scheduler without bokeh still lists its HTTP service, but shows no dashboard on it (this checkout's
+            # environment is the cluster's too, so bokeh here is the best guess for bokeh there)
+            if "dashboard" in info.get("services", {}) and has_bokeh():
                 print(f"dask: dashboard {client.dashboard_link}")
             resources, slots = row_resources(workers), host_slots(workers)
             progress = Progress(len(pending), sum(slots.values()) or jobs)
