@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
         median = {s: statistics.median(v) for s, v in rates.items()}
         base = median.get("baseline") or next(iter(median.values()))
         results[name] = {s: {"images_per_second": median[s], "vs_baseline": median[s] / base,
-                             "warmup_seconds": statistics.median(warmups[s])} for s in chosen}
+                             "warmup_seconds": max(warmups[s])} for s in chosen}
         print(f"\n{name} (batch {MODELS[name]['batch_size']}, {MODELS[name]['optimizer']}): images/s, x baseline")
         for s, r in results[name].items():
             extra = f"  (compile + warm-up {r['warmup_seconds']:.1f} s)" if "compile" in s else ""
