@@ -11,9 +11,9 @@ Each is trained three ways on the same images with the same model, batch size an
 * ``course``: ``torchvision.datasets.FashionMNIST`` with per-sample ``torchvision.transforms``
   (PIL flip and rotation, ``ToTensor``) through a ``DataLoader``, the model in PyTorch's default memory layout and
   a hand-written loop, as the seed reports did;
-* ``bare``: the fastest loop one can write by hand on in-memory tensors (shuffle by ``randperm``, index a batch,
-  step), with the model exactly as the toolkit builds it, and no augmentation (for the CNN too, so that it
-  measures the loop, not the augmentation);
+* ``bare``: a plain loop written by hand on in-memory tensors (shuffle by ``randperm``, index a batch, step) with
+  PyTorch's defaults (its threads, its optimizer implementation), the model exactly as the toolkit builds it, and
+  no augmentation (for the CNN too, so that it measures the loop, not the augmentation);
 * ``toolkit``: :func:`helpers.training.fit` on the in-memory tensors in float32 (batch augmentation on tensors for
   the CNN; ``toolkit, no aug`` is the same without augmentation, the fair partner of ``bare``), and
   ``toolkit, auto`` as the CNN section trains (``precision="auto"``: bfloat16 mixed precision where the CPU
