@@ -2,7 +2,7 @@
 number.
 
 A small network (an MLP, the course CNN, an autoencoder) trains fastest on one CPU thread
-(:data:`helpers.training.SMALL_STEP_FLOPS`), so one run leaves the other cores idle. On a machine with several
+(:data:`helpers.speed.SMALL_STEP_FLOPS`), so one run leaves the other cores idle. On a machine with several
 cores, several such runs at once use them: on a 2-core CPU two MLP runs side by side each keep the speed of one
 alone. Every run seeds itself and trains on one thread whether it runs here or in a worker, so the numbers are
 those of the runs one after another. Large runs (the strong CNN) use every thread themselves and stay in turn, as
@@ -24,7 +24,8 @@ import torch
 
 from .data import ImageSet
 from .progress import emit
-from .training import SMALL_STEP_FLOPS, resolve_device, step_flops
+from .speed import SMALL_STEP_FLOPS, step_flops
+from .training import resolve_device
 
 ENV = "HELPERS_WORKERS"
 # Starting a worker (a Python process importing torch) takes seconds: a comparison with less training than this

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import helpers.speed as speed
 import helpers.training as ht
 from helpers.augment import Augment
 from helpers.data import ImageSet
@@ -501,10 +502,10 @@ def test_autocast_dtype_rules(monkeypatch):
     big, small = ht.SMALL_STEP_FLOPS * 10, ht.SMALL_STEP_FLOPS / 10
     assert ht.autocast_dtype("fp32", cpu, big) is None
     assert ht.autocast_dtype("bf16", cpu, small) is torch.bfloat16
-    monkeypatch.setattr(ht, "native_bf16", lambda device: True)
+    monkeypatch.setattr(speed, "native_bf16", lambda device: True)
     assert ht.autocast_dtype("auto", cpu, big) is torch.bfloat16
     assert ht.autocast_dtype("auto", cpu, small) is None  # an MLP gains nothing from it
-    monkeypatch.setattr(ht, "native_bf16", lambda device: False)
+    monkeypatch.setattr(speed, "native_bf16", lambda device: False)
     assert ht.autocast_dtype("auto", cpu, big) is None
     with pytest.raises(ValueError, match="precision='fp16': unknown; allowed: auto, fp32, bf16"):
         ht.autocast_dtype("fp16", cpu, big)
