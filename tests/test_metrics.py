@@ -180,7 +180,8 @@ def test_inference_latency_measures_the_model_and_restores_its_mode():
     model = build_mlp(hidden_sizes=(16,), activation="relu", batch_norm=True).train()
     X = torch.rand(40, 1, 28, 28)
     out = inference_latency(model, X, large_batch=32, rounds=3, device="cpu")
-    assert set(out) == {"device", "ms_per_image_batch1", "images_per_second", "large_batch", "parameters", "size_mb", "test_flip"}
+    assert set(out) == {"device", "ms_per_image_batch1", "images_per_second", "large_batch", "parameters", "size_mb",
+                        "test_flip"}
     assert out["device"] == "cpu" and out["large_batch"] == 32
     assert out["ms_per_image_batch1"] > 0 and out["images_per_second"] > 0
     assert out["parameters"] == count_parameters(model)["total"] == 784 * 16 + 16 + 2 * 16 + 16 * 10 + 10
