@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -324,6 +325,8 @@ def _fit(model, train, val, *, num_epochs, batch_size, optimizer, lr, weight_dec
     best_state = None
     # On the CPU a per-batch check costs nothing and names the batch; an accelerator is checked once per epoch.
     check_each_batch = device.type == "cpu"
+    # float32 runs enter no autocast context at all: nothing added to their hot path
+    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     show = progress_enabled() if progress is None else progress
     from tqdm.auto import tqdm
@@ -339,7 +342,7 @@ def _fit(model, train, val, *, num_epochs, batch_size, optimizer, lr, weight_dec
         for step, idx in enumerate(batch_indices(len(train), batch_size=batch_size, shuffle=True, generator=gen)):
             idx = idx.to(device)
             xb, yb = task.batch(augment(X_train[idx], aug_gen), y_train[idx], aug_gen)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            with autocast():
                 logits = model(xb)
                 loss = task.loss(logits, yb)
             if l1:
