@@ -32,6 +32,7 @@ from .config import (
     register_section,
 )
 from .data import ImageSet, load_splits, select_classes
+from .escape import md_code, md_text
 from .experiment import run_row
 from .metrics import evaluate
 from .models import init_weights
@@ -89,7 +90,8 @@ def check_run(s: dict) -> None:
     check_fraction("classifier_dropout", s["classifier_dropout"], low_open=False)
 
 
-SECTION = register_section(Section("autoencoder", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS))
+SECTION = register_section(Section("autoencoder", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
+                                   choices={"kind": KINDS, "encoder": ENCODER_MODES}))
 
 
 def load_data(*, data_dir=None, classes=None, ae_classes=None, val_fraction: float = 0.15, stratified: bool = True,
@@ -389,15 +391,17 @@ def observations(*, ae_history: History, recon: dict, classifier: dict, arch_tab
     mc, pc = test["most_confused"], test["per_class"].sort_values("accuracy")
     if len(mc):
         top = mc.iloc[0]
-        lines.append(f"- **Most confused:** {top['true']} taken for {top['predicted']} {top['count']} times; hardest "
-                     f"class {pc.iloc[0]['class']} ({pc.iloc[0]['accuracy']:.1%}), easiest {pc.iloc[-1]['class']} "
+        lines.append(f"- **Most confused:** {md_text(top['true'])} taken for {md_text(top['predicted'])} {top['count']} "
+                     f"times; hardest class {md_text(pc.iloc[0]['class'])} ({pc.iloc[0]['accuracy']:.1%}), easiest "
+                     f"{md_text(pc.iloc[-1]['class'])} "
                      f"({pc.iloc[-1]['accuracy']:.1%}).")
     if arch_table is not None and len(arch_table.dropna(subset=["val_acc"])) > 1:
         a = arch_table.dropna(subset=["val_acc"]).set_index("name")
         best, mse = a["val_acc"].idxmax(), a["ae_val_mse"].astype(float).idxmin()
         gap = (a["train_acc"] - a["val_acc"]).idxmax()
-        lines.append(f"- **Comparison:** `{best}` classifies best ({a.loc[best, 'val_acc']:.2%} validation); `{mse}` "
-                     f"reconstructs best (validation MSE {a.loc[mse, 'ae_val_mse']:.4f}); `{gap}` has the widest "
+        lines.append(f"- **Comparison:** {md_code(best)} classifies best ({a.loc[best, 'val_acc']:.2%} validation); "
+                     f"{md_code(mse)} reconstructs best (validation MSE {a.loc[mse, 'ae_val_mse']:.4f}); {md_code(gap)} "
+                     "has the widest "
                      f"classifier train/validation gap ({a.loc[gap, 'train_acc'] - a.loc[gap, 'val_acc']:+.2%}), the "
                      "most overfitting.")
     if epoch_table is not None and len(epoch_table) > 1:

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from .config import check_choice
 from .data import ImageSet
+from .escape import md_code, md_text
 from .experiment import run_settings
 from .training import fit
 
@@ -372,14 +373,15 @@ class BackboneWeights:
 
         p = self.pretrained[(backbone, image_size)]
         acc = p["history"][-1]["val_acc"] if p["history"] else None
-        text = f"`{self.label(backbone, image_size)}` {p['weights']['source']}: source validation accuracy " + (
+        text = (f"{md_code(self.label(backbone, image_size))} {md_text(p['weights']['source'])}: source validation "
+                "accuracy ") + (
             f"**{acc:.2%}**" if acc is not None else "not measured")
         if (p.get("cache") or {}).get("hit"):
-            text += (f"; not pretrained again here: {cache.describe(p['cache'])}, where it took "
+            text += (f"; not pretrained again here: {md_text(cache.describe(p['cache']))}, where it took "
                      f"{p['seconds']:.1f} s")
         else:
             text += f" in {p['seconds']:.1f} s"
-        return text + (f". Saved to `{p['path']}` (pass it as `weights` to reuse it)." if p.get("path") else ".")
+        return text + (f". Saved to {md_code(p['path'])} (pass it as `weights` to reuse it)." if p.get("path") else ".")
 
     def records(self) -> dict:
         """``metrics.json``'s ``pretraining``: per pretrained backbone (and image size), what it learnt and how long."""

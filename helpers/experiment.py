@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .data import ImageSet, concat
+from .escape import md_code
 from .metrics import evaluate
 from .models import count_parameters
 from .parallel import plan_workers, train_runs
@@ -388,7 +389,7 @@ def spread_observations(table: pd.DataFrame, *, metric: str = "val_acc") -> str:
     runs = int(first.get("repeats", 0))
     typical = float(np.nanmean(ok[std]))
     line = (f"- **Run-to-run spread:** over {runs} seeds the standard deviation of {metric.replace('_', ' ')} is "
-            f"{typical:.2%} on average. `{first['name']}` leads `{second['name']}` by {diff:.2%}, ")
+            f"{typical:.2%} on average. {md_code(first['name'])} leads {md_code(second['name'])} by {diff:.2%}, ")
     if not math.isfinite(spread) or diff <= spread:
         line += (f"less than their spread ({spread:.2%}): this grid cannot tell them apart; more repeats or "
                  "epochs would be needed to rank them.")
@@ -396,7 +397,7 @@ def spread_observations(table: pd.DataFrame, *, metric: str = "val_acc") -> str:
         line += f"more than their spread ({spread:.2%})."
     close = [r["name"] for _, r in ok.iloc[1:].iterrows() if first[metric] - r[metric] <= max(first[std], r[std])]
     if len(close) > 1:
-        line += f" Within the spread of the best: {', '.join(f'`{n}`' for n in close)}."
+        line += f" Within the spread of the best: {', '.join(md_code(n) for n in close)}."
     return line
 
 

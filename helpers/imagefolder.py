@@ -107,8 +107,11 @@ def read_image(path: Path, *, decode: bool = True):
 
     Without ``decode`` only the header is read (enough for the mode and size).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
+    # a process-wide switch: WeasyPrint turns it on when imported, and a truncated file would then load as a
+    # partly grey image instead of failing here
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         img = Image.open(path)
         if not decode:
@@ -118,6 +121,8 @@ def read_image(path: Path, *, decode: bool = True):
             return img.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageFolderError(f"{path}: unreadable image file ({type(exc).__name__}: {exc})") from exc
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
 
 
 def _is_gray(path: Path) -> bool:

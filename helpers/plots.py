@@ -1,6 +1,9 @@
 """Figures drawn from data. Each function takes data (and an ``ax`` or ``fig``) and returns the Figure.
 
-Nothing here uses pyplot's global state except to create a figure when none is given.
+Nothing here uses pyplot's global state except to create a figure when none is given. Every text drawn (titles,
+labels, legend entries, tick labels) goes through :func:`literal`: names and values come from the student's
+parameters, and matplotlib would read ``$...$`` in them as mathtext (an unbalanced ``$\\alpha$_{`` stops the
+report with a parse error).
 """
 
 from __future__ import annotations
@@ -13,6 +16,16 @@ import numpy as np
 import seaborn as sns
 
 FIGSIZE_WIDE = (11, 4)
+
+
+def literal(text) -> str:
+    """``text`` drawn as the characters given: every ``$`` escaped, so that matplotlib never parses it as mathtext
+    (an escaped ``\\$`` is drawn as ``$``, and a ``\\$`` already in the text stays as it was)."""
+    return str(text).replace("$", r"\$")
+
+
+def _literals(texts) -> list[str]:
+    return [literal(t) for t in texts]
 
 
 def _ax(ax, figsize=(6, 4)):
@@ -39,12 +52,12 @@ def plot_curves(histories: dict, *, metric: str = "loss", ax=None, title: str | 
         ax.plot(epochs, [r[f"train_{metric}"] for r in history], "--", color=color, alpha=0.8, lw=1.3, **mk)
         val = [r.get(f"val_{metric}") for r in history]
         if any(v is not None for v in val):
-            ax.plot(epochs, val, "-", color=color, lw=1.8, label=name, **mk)
+            ax.plot(epochs, val, "-", color=color, lw=1.8, label=literal(name), **mk)
         else:
-            ax.lines[-1].set_label(name)
+            ax.lines[-1].set_label(literal(name))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel or ("cross-entropy loss" if metric == "loss" else "accuracy"))
-    ax.set_title(title or f"{metric}: training (dashed) vs validation (solid)")
+    ax.set_ylabel(literal(ylabel or ("cross-entropy loss" if metric == "loss" else "accuracy")))
+    ax.set_title(literal(title or f"{metric}: training (dashed) vs validation (solid)"))
     ax.grid(alpha=0.3)
     if histories:
         ax.legend(fontsize=8, loc="best")
@@ -59,7 +72,7 @@ def plot_learning_curves(histories: dict, *, fig=None, title: str = "Learning cu
     how = "dashed: train, solid: validation" if with_val else "training set"
     plot_curves(histories, metric="loss", ax=ax_loss, title=f"Loss ({how})")
     plot_curves(histories, metric="acc", ax=ax_acc, title=f"Accuracy ({how})")
-    fig.suptitle(title)
+    fig.suptitle(literal(title))
     return fig
 
 
@@ -78,7 +91,7 @@ def plot_history_grid(histories: dict, *, ncols: int = 4, fig=None, title: str =
             ax.plot(epochs, [r["val_loss"] for r in history], "-", color="C0", label="val loss", **mk)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss", color="C0")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(literal(name), fontsize=9)
         twin = ax.twinx()
         twin.plot(epochs, [r["train_acc"] for r in history], "--", color="C1", label="train acc", **mk)
         if history and history[0].get("val_acc") is not None:
@@ -91,7 +104,7 @@ def plot_history_grid(histories: dict, *, ncols: int = 4, fig=None, title: str =
         handles = [plt.Line2D([], [], color=c, ls=ls) for c in ("C0", "C1") for ls in ("--", "-")]
         fig.legend(handles, ["train loss", "val loss", "train acc", "val acc"], loc="outside lower center",
                    ncols=4, fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(literal(title))
     return fig
 
 
@@ -101,11 +114,11 @@ def plot_confusion_matrix(cm: np.ndarray, class_names, *, normalize: bool = True
     fig, ax = _ax(ax, figsize=(7.5, 6.2))
     data = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
     sns.heatmap(data, annot=True, fmt=".2f" if normalize else "d", cmap="Blues", cbar=True, ax=ax,
-                xticklabels=class_names, yticklabels=class_names, annot_kws={"fontsize": 7}, square=True,
-                vmin=0, vmax=1 if normalize else None)
+                xticklabels=_literals(class_names), yticklabels=_literals(class_names), annot_kws={"fontsize": 7},
+                square=True, vmin=0, vmax=1 if normalize else None)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title + (" - share of each true class" if normalize else ""))
+    ax.set_title(literal(title + (" - share of each true class" if normalize else "")))
     ax.tick_params(axis="x", rotation=45)
     ax.tick_params(axis="y", rotation=0)
     return fig
@@ -115,13 +128,13 @@ def plot_per_class_accuracy(per_class, *, ax=None, title: str = "Per-class test 
     """Horizontal bars from the ``per_class`` DataFrame of :func:`helpers.metrics.evaluate`."""
     fig, ax = _ax(ax, figsize=(6.5, 0.35 * len(per_class) + 1.2))
     order = per_class.sort_values("accuracy")
-    ax.barh(order["class"], order["accuracy"], color="C0")
+    ax.barh(_literals(order["class"]), order["accuracy"], color="C0")
     for y, acc in enumerate(order["accuracy"]):
         ax.text(min(acc, 0.98), y, f"{acc:.1%}", va="center", ha="right", color="white", fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("accuracy")
     ax.set_ylabel("class")
-    ax.set_title(title)
+    ax.set_title(literal(title))
     return fig
 
 
@@ -141,8 +154,8 @@ def plot_image_grid(images, titles=None, *, ncols: int = 8, fig=None, title: str
         if i < n:
             ax.imshow(images[i], cmap=cmap, vmin=0, vmax=1)
             if titles is not None:
-                ax.set_title(titles[i], fontsize=7, color=(title_colors[i] if title_colors else "black"))
-    fig.suptitle(title)
+                ax.set_title(literal(titles[i]), fontsize=7, color=(title_colors[i] if title_colors else "black"))
+    fig.suptitle(literal(title))
     return fig
 
 
@@ -181,8 +194,8 @@ def plot_feature_maps(maps, images=None, *, row_titles=None, max_maps: int = 8, 
             if i == 0:
                 ax.set_title("input" if images is not None and j == 0 else f"channel {j + 1 - col}", fontsize=8)
         if row_titles is not None:
-            axes[i, 0].set_ylabel(row_titles[i], fontsize=8)
-    fig.suptitle(title)
+            axes[i, 0].set_ylabel(literal(row_titles[i]), fontsize=8)
+    fig.suptitle(literal(title))
     return fig
 
 
@@ -191,14 +204,14 @@ def plot_grid_results(table, *, x: str = "name", y: str = "val_acc", ax=None, ti
     fig, ax = _ax(ax, figsize=(7, 0.4 * len(table) + 1.2))
     order = table.sort_values(y)
     err = order[f"{y}_std"] if f"{y}_std" in order else None  # run-to-run spread when there are repeats
-    ax.barh(order[x].astype(str), order[y], color="C2", xerr=err, ecolor="0.3", capsize=3)
+    ax.barh(_literals(order[x]), order[y], color="C2", xerr=err, ecolor="0.3", capsize=3)
     ends = order[y] + (err.fillna(0) if err is not None else 0)  # labels right of the error bars
     lo = float(order[y].min())
     ax.set_xlim(max(0.0, lo - 0.05), min(1.0, float(ends.max()) + 0.02))
     for i, (v, end) in enumerate(zip(order[y], ends)):
         ax.text(end, i, f" {v:.2%}", va="center", fontsize=8)
     ax.set_xlabel(y.replace("_", " ") + (" (mean ± std over seeds)" if err is not None else ""))
-    ax.set_title(title)
+    ax.set_title(literal(title))
     return fig
 
 
@@ -216,9 +229,9 @@ def plot_reconstructions(clean, noisy, recon, *, fig=None, title: str = "Clean, 
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0 and col_titles is not None:
-                ax.set_title(col_titles[j], fontsize=7)
-        axes[i, 0].set_ylabel(label, fontsize=9)
-    fig.suptitle(title)
+                ax.set_title(literal(col_titles[j]), fontsize=7)
+        axes[i, 0].set_ylabel(literal(label), fontsize=9)
+    fig.suptitle(literal(title))
     return fig
 
 
@@ -230,10 +243,11 @@ def plot_projection(points, labels, class_names, *, ax=None, title: str = "2-D p
     colors = sns.color_palette("tab10", n_colors=max(len(class_names), 1))
     for k, name in enumerate(class_names):
         mask = labels == k
-        ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.6, color=colors[k % len(colors)], label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+        ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.6, color=colors[k % len(colors)],
+                   label=literal(name))
+    ax.set_xlabel(literal(xlabel))
+    ax.set_ylabel(literal(ylabel))
+    ax.set_title(literal(title))
     ax.legend(fontsize=7, markerscale=2.5, loc="best")
     return fig
 
@@ -246,7 +260,7 @@ def mark_epochs(fig, marks: dict, *, color: str = "gray"):
     for ax in fig.axes:
         for label, epoch in marks.items():
             ax.axvline(epoch, color=color, ls=":", lw=1.2)
-            ax.annotate(label, (epoch, 1), xycoords=("data", "axes fraction"), xytext=(2, -10),
+            ax.annotate(literal(label), (epoch, 1), xycoords=("data", "axes fraction"), xytext=(2, -10),
                         textcoords="offset points", fontsize=7, color=color, rotation=90, va="top")
     return fig
 
@@ -267,11 +281,12 @@ def plot_per_class_comparison(per_class: dict, *, ax=None, title: str = "Test ac
     import pandas as pd
 
     frame = pd.DataFrame(per_class).T * 100
+    frame.index, frame.columns = _literals(frame.index), _literals(frame.columns)
     fig, ax = _ax(ax, figsize=(min(1.0 * frame.shape[1] + 3.5, 11), 0.45 * len(frame) + 2))
     sns.heatmap(frame, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "test accuracy %"}, ax=ax,
                 annot_kws={"fontsize": 7})
     ax.set_xlabel("class")
     ax.set_ylabel("configuration")
-    ax.set_title(title)
+    ax.set_title(literal(title))
     ax.tick_params(axis="x", labelrotation=45)
     return fig

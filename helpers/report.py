@@ -1,4 +1,9 @@
-"""Report plumbing: provenance, the metrics file, the author block and observations from the numbers."""
+"""Report plumbing: provenance, the metrics file, the author block and observations from the numbers.
+
+Every value a sentence or table takes from the run (author fields, configuration and class names, parameter
+values, statuses) is the student's text: it goes in through :func:`md_text` or :func:`md_code`
+(:mod:`helpers.escape`), which the notebooks use too, so it shows as the characters given and never as markup.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import pandas as pd
 import torch
 
 from .config import PROJECT_ROOT
+from .escape import md_code, md_text
 from .training import deterministic_cuda, resolve_device
 
 
@@ -116,12 +122,12 @@ def author_block(*, cfg, title: str | None = None) -> str:
     """Markdown author block of a report (with a level-1 title when ``title`` is given)."""
     return (
         (f"# {title}\n\n" if title else "")
-        + f"**Author:** {cfg.author_name} ({cfg.author_id})  \n"
-        f"**Course:** {cfg.course}  \n"
-        f"**Profile:** `{cfg.profile}`"
+        + f"**Author:** {md_text(cfg.author_name)} ({md_text(cfg.author_id)})  \n"
+        f"**Course:** {md_text(cfg.course)}  \n"
+        f"**Profile:** {md_code(cfg.profile)}"
         + (" (every epoch count capped at 2: a check that each cell runs, not a result)" if cfg.profile == "smoke"
            else "")
-        + f" · **seed:** {cfg.seed} · **date:** {dt.date.today().isoformat()}"
+        + f" · **seed:** {md_text(cfg.seed)} · **date:** {dt.date.today().isoformat()}"
     )
 
 
@@ -142,15 +148,16 @@ def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | Non
     worst = ok.iloc[ok["val_acc"].values.argmin()]
     fastest = ok.iloc[ok["seconds"].values.argmin()]
     slowest = ok.iloc[ok["seconds"].values.argmax()]
-    lines.append(f"- **Best configuration:** `{best['name']}` with {best['val_acc']:.2%} validation accuracy, "
-                 f"{best['val_acc'] - worst['val_acc']:.2%} above the weakest (`{worst['name']}`, "
+    lines.append(f"- **Best configuration:** {md_code(best['name'])} with {best['val_acc']:.2%} validation accuracy, "
+                 f"{best['val_acc'] - worst['val_acc']:.2%} above the weakest ({md_code(worst['name'])}, "
                  f"{worst['val_acc']:.2%}).")
-    lines.append(f"- **Fastest:** `{fastest['name']}` ({fastest['seconds']:.1f} s); the slowest, `{slowest['name']}`, "
+    lines.append(f"- **Fastest:** {md_code(fastest['name'])} ({fastest['seconds']:.1f} s); the slowest, "
+                 f"{md_code(slowest['name'])}, "
                  f"took {slowest['seconds'] / max(fastest['seconds'], 1e-9):.1f}x as long ({slowest['seconds']:.1f} s).")
     gap = ok["train_acc"] - ok["val_acc"]
     widest = ok.loc[gap.idxmax()]
     lines.append(f"- **Train/validation gap** of the best: {best['train_acc'] - best['val_acc']:+.2%} "
-                 f"(train {best['train_acc']:.2%}); the widest gap is `{widest['name']}` "
+                 f"(train {best['train_acc']:.2%}); the widest gap is {md_code(widest['name'])} "
                  f"({widest['train_acc'] - widest['val_acc']:+.2%}), the clearest sign of overfitting in the grid.")
     h = histories.get(best["name"])
     if h:
@@ -166,19 +173,19 @@ def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | Non
                          "more epochs might help.")
     failed = table[table["status"] != "completed"]
     for _, row in failed.iterrows():
-        lines.append(f"- `{row['name']}` stopped early: {row['status']}.")
+        lines.append(f"- {md_code(row['name'])} stopped early: {md_text(row['status'])}.")
     if final is not None:
         test = final["test"]
-        lines.append(f"- **Test set:** retrained on train + validation, `{best['name']}` scores "
+        lines.append(f"- **Test set:** retrained on train + validation, {md_code(best['name'])} scores "
                      f"{test['accuracy']:.2%} accuracy (loss {test['loss']:.4f}).")
         mc = test["most_confused"]
         if len(mc):
             top = mc.iloc[0]
-            lines.append(f"- **Most confused:** {top['true']} taken for {top['predicted']} {top['count']} times "
-                         f"({top['share_of_true']:.1%} of the {top['true']} images).")
+            lines.append(f"- **Most confused:** {md_text(top['true'])} taken for {md_text(top['predicted'])} "
+                         f"{top['count']} times ({top['share_of_true']:.1%} of the {md_text(top['true'])} images).")
         pc = test["per_class"].sort_values("accuracy")
-        lines.append(f"- **Hardest class:** {pc.iloc[0]['class']} ({pc.iloc[0]['accuracy']:.1%}); "
-                     f"easiest: {pc.iloc[-1]['class']} ({pc.iloc[-1]['accuracy']:.1%}).")
+        lines.append(f"- **Hardest class:** {md_text(pc.iloc[0]['class'])} ({pc.iloc[0]['accuracy']:.1%}); "
+                     f"easiest: {md_text(pc.iloc[-1]['class'])} ({pc.iloc[-1]['accuracy']:.1%}).")
     return "\n".join(lines)
 
 
@@ -194,10 +201,10 @@ def factor_observations(table: pd.DataFrame, factors, *, metric: str = "val_acc"
         if factor not in ok or ok[factor].nunique() < 2:
             continue
         means = ok.groupby(factor)[metric].mean().sort_values(ascending=False)
-        name = (labels or {}).get(factor, factor)
-        parts = ", ".join(f"`{level}` {value:.2%}" for level, value in means.items())
-        lines.append(f"- **{name}:** mean {metric.replace('_', ' ')} {parts}; `{means.index[0]}` leads by "
-                     f"{means.iloc[0] - means.iloc[-1]:.2%} over `{means.index[-1]}`.")
+        name = md_text((labels or {}).get(factor, factor))
+        parts = ", ".join(f"{md_code(level)} {value:.2%}" for level, value in means.items())
+        lines.append(f"- **{name}:** mean {metric.replace('_', ' ')} {parts}; {md_code(means.index[0])} leads by "
+                     f"{means.iloc[0] - means.iloc[-1]:.2%} over {md_code(means.index[-1])}.")
     return "\n".join(lines)
 
 
@@ -217,7 +224,8 @@ def appendix(env: dict, *, seconds: float, params: dict, metrics_file: str | Pat
     """Provenance table for the report's appendix; with ``metrics_file``, its fingerprint too.
 
     Returned styled (the table is its ``.data``): a plain DataFrame of more than 60 rows is shown cut to ten,
-    and long values cut at 50 characters, which would hide the parameters a grader wants to read.
+    and long values cut at 50 characters, which would hide the parameters a grader wants to read. Unlike a
+    DataFrame, a Styler does not escape its cells: they are escaped here (the values are the student's).
     """
     rows = dict(env)
     rows["wall time"] = f"{seconds:.1f} s"
@@ -226,12 +234,13 @@ def appendix(env: dict, *, seconds: float, params: dict, metrics_file: str | Pat
     rows.update(cache_rows(metrics))
     if fp:
         rows["fingerprint"] = (f"{fp['short']} (parameters {fp['parameters']}, notebook {fp['notebook']}, data "
-                               f"{fp['data']}, results {fp['results']}); check with: python -m helpers verify FOLDER")
+                               f"{fp['data']}, results {fp['results']}); check with: fashion-report verify FOLDER")
     # one row per parameter: a single joined string would be cut off by pandas' column width
     rows.update({f"parameter {k}": repr(v) for k, v in params.items() if not k.endswith("_configs")})
     frame = pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
     frame.index.name = "item"
-    return frame.style.set_properties(**{"text-align": "left"})
+    return (frame.style.format(escape="html").format_index(escape="html", axis=0)
+            .format_index(escape="html", axis=1).set_properties(**{"text-align": "left"}))
 
 
 def cache_record(result: dict | None, *, final: dict | None = None) -> dict:
@@ -326,7 +335,7 @@ def grid_summary(configs: list[dict], *, repeats: int = 1, evaluate_test: str = 
     varied = varied_parameters(configs)
     runs = len(configs) * repeats
     text = (f"{what} compares **{len(configs)}** configuration{'s' * (len(configs) != 1)}"
-            + (f" varying {', '.join(f'`{v}`' for v in varied)}" if varied else "")
+            + (f" varying {', '.join(md_code(v) for v in varied)}" if varied else "")
             + (f", each trained with {repeats} seeds ({runs} runs)" if repeats > 1 else "") + ". ")
     text += ("Every configuration is also evaluated on the test set for comparison; the choice of the final model "
              "still uses validation accuracy only." if evaluate_test == "all" else

@@ -1,7 +1,12 @@
-"""Run report sections: papermill executes each notebook, nbconvert/Chromium export it, an index links them."""
+"""Run report sections: papermill executes each notebook, nbconvert/Chromium export it, an index links them.
+
+A section's folder is written by one run at a time (:mod:`helpers.folderlock`), and its executed notebook, which a
+student may open and edit, is replaced only when it is what the toolkit last wrote (:func:`keep_edited_notebook`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
@@ -9,6 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
+from . import atomic
+from .folderlock import FolderBusy, FolderLock
 from .paths import NOTEBOOKS_DIR  # the checkout's notebooks/, or the installed copy's
 
 SECTIONS = {
@@ -18,6 +25,8 @@ SECTIONS = {
     "autoencoder": ("04_autoencoder.ipynb", "Denoising autoencoder"),
 }
 FORMATS = ("html", "pdf")
+# index.html shows text and links and loads nothing (the reports it links have their own policy)
+INDEX_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
 def notebook_path(section: str) -> Path:
@@ -37,6 +46,48 @@ def split_parameters(section: str, params: dict) -> tuple[dict, list[str]]:
     return {k: v for k, v in params.items() if k in known}, [k for k in params if k not in known]
 
 
+def notebook_record(executed: Path) -> Path:
+    """The file beside an executed notebook that holds the SHA-256 of what the toolkit last wrote there
+    (``writing`` while a run is writing it)."""
+    return executed.with_name(f".{executed.name}.written")
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def keep_edited_notebook(executed: Path, *, log=print, section: str = "") -> Path | None:
+    """Move ``executed`` aside when it is not what the toolkit last wrote, so that the run about to overwrite it
+    loses nobody's work; returns where it went (None when it was left to be overwritten, or is absent).
+
+    The kept copy is named ``<name>.edited-YYYYmmdd-HHMMSS.ipynb`` (``.interrupted-`` when the run writing it
+    was stopped before it finished: its last cells may be missing) and a line says so. A notebook the toolkit
+    wrote and nobody changed since is overwritten without a word.
+    """
+    if not executed.exists():
+        return None
+    record = notebook_record(executed)
+    try:
+        written = record.read_text().strip()
+    except OSError:
+        written = ""
+    if written == file_digest(executed):
+        return None
+    kind = "interrupted" if written == "writing" else "edited"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(executed.stat().st_mtime))
+    aside = executed.with_name(f"{executed.stem}.{kind}-{stamp}{executed.suffix}")
+    n = 1
+    while aside.exists():  # never over an earlier kept copy
+        n += 1
+        aside = executed.with_name(f"{executed.stem}.{kind}-{stamp}-{n}{executed.suffix}")
+    os.replace(executed, aside)
+    why = {"interrupted": "was left by a run that did not finish",
+           "edited": "was changed since the toolkit wrote it" if written else
+           "was not written by this toolkit's last run here"}[kind]
+    log(f"[{section}] {executed} {why}: kept as {aside.name}; this run writes a new {executed.name}")
+    return aside
+
+
 def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: bool = False,
                 formats=FORMATS, log=print, resume: bool = False, timeout: float | None = None,
                 progress: bool = True) -> dict:
@@ -44,10 +95,32 @@ def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: b
 
     Never raises for a failing notebook: the partial notebook (with papermill's error cell) is kept,
     exported as far as possible, and the returned status says what failed: ``failed`` (an error in a cell),
-    ``timed out`` (past ``timeout`` seconds), ``kernel died`` (killed, or out of memory). With ``resume``,
+    ``timed out`` (past ``timeout`` seconds), ``kernel died`` (killed, or out of memory), ``busy`` (another
+    run is writing the folder: nothing in it was touched, and the error names that run). With ``resume``,
     runs finished before an interruption are read back from their checkpoints instead of trained again.
     With ``progress``, a live line on standard error (:class:`helpers.progress.Watcher`) follows the run.
     """
+    out = Path(output_dir) / section
+    lock = FolderLock(out)
+    try:
+        lock.acquire()
+    except FolderBusy as exc:
+        log(f"[{section}] refused: {exc}")
+        return {"section": section, "title": SECTIONS[section][1], "folder": str(out),
+                "notebook": str(out / f"{section}.ipynb"), "status": "busy", "error": str(exc), "files": {},
+                "seconds": 0.0}
+    try:
+        if lock.note:
+            log(f"[{section}] {lock.note}")
+        return _run_locked(section, out=out, parameters=parameters, no_input=no_input, formats=formats, log=log,
+                           resume=resume, timeout=timeout, progress=progress)
+    finally:
+        lock.release()
+
+
+def _run_locked(section: str, *, out: Path, parameters: dict, no_input: bool, formats, log, resume: bool,
+                timeout: float | None, progress: bool) -> dict:
+    """:func:`run_section` once the folder is this run's."""
     import tempfile
 
     from papermill.exceptions import PapermillExecutionError
@@ -56,14 +129,15 @@ def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: b
     from .kernels import KernelDied, SectionTimeout, execute
     from .progress import ENV, Watcher
 
-    out = Path(output_dir) / section
-    out.mkdir(parents=True, exist_ok=True)
     executed = out / f"{section}.ipynb"
     params = {**parameters, "output_dir": str(out.resolve())}
     status = {"section": section, "title": SECTIONS[section][1], "folder": str(out), "notebook": str(executed),
               "status": "ok", "error": None, "files": {"notebook": executed.name}}
+    keep_edited_notebook(executed, log=log, section=section)
     # a metrics.json left by an earlier run in this folder must not speak for this one if it fails early
     (out / "metrics.json").unlink(missing_ok=True)
+    record = notebook_record(executed)
+    atomic.write_text(record, "writing\n")  # papermill writes the notebook cell by cell from here on
     os.environ["HELPERS_PROGRESS"] = "0"  # the kernel inherits it: no progress bars inside reports
     # the kernel inherits it too: helpers.experiment.train_run continues from checkpoints (out of the parameters,
     # so a resumed report records the same parameters as an uninterrupted one)
@@ -92,6 +166,8 @@ def run_section(section: str, *, output_dir: Path, parameters: dict, no_input: b
             watcher.stop()
         os.environ.pop(ENV, None)
         Path(events).unlink(missing_ok=True)
+        if executed.exists():  # what the toolkit wrote, to tell a later edit from it (keep_edited_notebook)
+            atomic.write_text(record, file_digest(executed) + "\n")
     status["seconds"] = time.perf_counter() - start
     metrics = out / "metrics.json"
     metrics_data = json.loads(metrics.read_text()) if metrics.exists() else {}
@@ -143,12 +219,13 @@ def write_index(output_dir: Path, results: list[dict], *, title: str = "Fashion-
         cls = "ok" if r["status"] == "ok" else "failed"
         err = f'<div class="err">{html.escape(r["error"])}</div>' if r.get("error") else ""
         note = f'<div class="note">{html.escape(r["export_error"])}</div>' if r.get("export_error") else ""
-        rows.append(f"<tr><td>{html.escape(r['title'])}</td><td class='{cls}'>{r['status']}{err}{note}</td>"
+        rows.append(f"<tr><td>{html.escape(r['title'])}</td><td class='{cls}'>{html.escape(r['status'])}{err}{note}</td>"
                     f"<td>{html.escape(str(h.get('profile') or '–'))}</td>"
                     f"<td>{html.escape(str(h.get('best') or '–'))}</td><td>{acc}</td>"
                     f"<td>{r.get('seconds', 0):.0f} s</td><td>{links}</td></tr>")
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta http-equiv="Content-Security-Policy" content="{INDEX_POLICY}">
+<meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }}
 table {{ border-collapse: collapse; width: 100%; }} th, td {{ border-bottom: 1px solid #ddd; padding: 6px 8px;
@@ -163,6 +240,4 @@ its <code>metrics.json</code>.</p>
 {''.join(rows)}
 </tbody></table></body></html>
 """
-    path = Path(output_dir) / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return atomic.write_text(Path(output_dir) / "index.html", page)

@@ -48,6 +48,7 @@ from .config import (
     register_section,
 )
 from .data import ImageSet, load_splits, select_classes, subsample
+from .escape import md_code, md_text
 from .experiment import run_settings
 from .imagefolder import COLORS, ImageFolderError, load_folder_splits, scan_image_folder
 from .models import count_parameters, init_weights
@@ -146,7 +147,9 @@ def check_run(s: dict) -> None:
                               f"share {overlap}; the pretraining task must not see the target classes")
 
 
-SECTION = register_section(Section("transfer", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS))
+SECTION = register_section(Section("transfer", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
+                                   choices={"backbone": BACKBONES, "mode": MODES, "weights": WEIGHT_SOURCES,
+                                            "color": COLORS}))
 
 
 def _cap(data: ImageSet, cap, seed: int) -> ImageSet:
@@ -281,12 +284,12 @@ def mode_observations(result: dict, *, base: Mapping) -> list[str]:
         scratch = by_mode.get("scratch")
         for m in ("frozen", "finetune"):
             if m in by_mode and scratch is not None:
-                lines.append(f"- `{group}`: **{m}** scores {by_mode[m][metric]:.2%} {word} accuracy, "
+                lines.append(f"- {md_code(group)}: **{m}** scores {by_mode[m][metric]:.2%} {word} accuracy, "
                              f"{by_mode[m][metric] - scratch[metric]:+.2%} against training from scratch "
                              f"({scratch[metric]:.2%}) with the same labels.")
         if "frozen" in by_mode and "finetune" in by_mode:
             fr, ft = by_mode["frozen"], by_mode["finetune"]
-            lines.append(f"- `{group}`: the frozen backbone trains {fr['params']:,.0f} parameters "
+            lines.append(f"- {md_code(group)}: the frozen backbone trains {fr['params']:,.0f} parameters "
                          f"({fr['params'] / max(fr['params'] + fr['frozen_params'], 1):.1%} of the model) in "
                          f"{fr['seconds']:.1f} s, {ft['seconds'] / max(fr['seconds'], 1e-9):.1f}x faster than "
                          f"fine-tuning ({ft['seconds']:.1f} s), for {fr[metric] - ft[metric]:+.2%} {word} accuracy.")
@@ -309,26 +312,26 @@ def observations(result: dict, *, base: Mapping, best: dict | None = None, test_
     for _, row in table.iterrows():
         s = settings.get(row["name"], {})
         if s.get("mode") == "frozen" and row["best_epoch"] == row["epochs_run"] and row["train_acc"] < 0.95:
-            lines.append(f"- `{row['name']}`: the head still underfits after {row['epochs_run']} epochs (training "
+            lines.append(f"- {md_code(row['name'])}: the head still underfits after {row['epochs_run']} epochs (training "
                          f"accuracy {row['train_acc']:.2%}, validation loss still falling); its features are cached, "
                          "so more epochs (`frozen_epochs`) cost seconds.")
     for label, rec in (pretrained.records() if pretrained else {}).items():
         if rec["val_acc"] is not None:
             cached = (rec.get("cache") or {}).get("hit")
-            lines.append(f"- **Pretraining** (`{label}`): {rec['source']}; source-task validation accuracy "
+            lines.append(f"- **Pretraining** ({md_code(label)}): {md_text(rec['source'])}; source-task validation accuracy "
                          f"{rec['val_acc']:.2%} in {rec['seconds']:.1f} s"
                          + (" (when it was made: this report read it from the cache)." if cached else "."))
     if best is not None and test_result is not None:
-        lines.append(f"- **Test set:** `{best['name']}`, chosen on validation accuracy, scores "
+        lines.append(f"- **Test set:** {md_code(best['name'])}, chosen on validation accuracy, scores "
                      f"{test_result['accuracy']:.2%} test accuracy (loss {test_result['loss']:.4f}) with its model from "
                      "the comparison (not retrained: the few labels are the point of transfer learning).")
         mc, pc = test_result["most_confused"], test_result["per_class"].sort_values("accuracy")
         if len(mc):
             top = mc.iloc[0]
-            lines.append(f"- **Most confused:** {top['true']} taken for {top['predicted']} {top['count']} times "
-                         f"({top['share_of_true']:.1%} of the {top['true']} test images).")
-        lines.append(f"- **Hardest class:** {pc.iloc[0]['class']} ({pc.iloc[0]['accuracy']:.1%}); easiest: "
-                     f"{pc.iloc[-1]['class']} ({pc.iloc[-1]['accuracy']:.1%}).")
+            lines.append(f"- **Most confused:** {md_text(top['true'])} taken for {md_text(top['predicted'])} "
+                         f"{top['count']} times ({top['share_of_true']:.1%} of the {md_text(top['true'])} test images).")
+        lines.append(f"- **Hardest class:** {md_text(pc.iloc[0]['class'])} ({pc.iloc[0]['accuracy']:.1%}); easiest: "
+                     f"{md_text(pc.iloc[-1]['class'])} ({pc.iloc[-1]['accuracy']:.1%}).")
     if result.get("evaluate_test") == "all":
         lines.append("- **Test accuracy of every configuration** is shown for comparison only: the best configuration "
                      "was chosen on validation accuracy alone.")
