@@ -42,6 +42,16 @@ HOW_TO_GET = (
 )
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): only unsigned bytes occur here.
 _IDX_UBYTE = 0x08
+# The published MD5s of Fashion-MNIST's files (github.com/zalandoresearch/fashion-mnist): of the .gz files as Zalando
+# distributes them (torchvision checks these) and of the decoded IDX files. The decoded ones identify the data
+# whatever the file form: Debian's dataset-fashion-mnist recompresses the files (other .gz bytes, the same
+# decoded ones), and a folder of uncompressed files has no .gz bytes at all. ``verify`` checks a report's data by them.
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte": {"gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "idx": "f4a8712d7a061bf5bd6d2ca38dc4d50a"},
+    "train-labels-idx1-ubyte": {"gz": "25c81989df183df01b3e8a0aad5dffbe", "idx": "9018921c3c673c538a1fc5bad174d6f9"},
+    "t10k-images-idx3-ubyte": {"gz": "bef4ecab320f06d8554ea6380940ec79", "idx": "8181f5470baa50b63fa0f6fddb340f0a"},
+    "t10k-labels-idx1-ubyte": {"gz": "bb300cfdad3c16e7a12a480ee83cd310", "idx": "15d484375f8d13e6eb1aabb0c3f46965"},
+}
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -102,6 +112,23 @@ def read_idx(path: str | Path) -> np.ndarray:
             "it is truncated or corrupt; delete it and get the data again."
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def idx_md5(path: str | Path) -> str:
+    """MD5 of an IDX file's decoded bytes, gzipped or not (compare :data:`FASHION_MNIST_MD5`'s ``idx`` values)."""
+    import hashlib
+
+    h = hashlib.md5(usedforsecurity=False)
+    with (gzip.open if Path(path).suffix == ".gz" else open)(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def contents_md5(files: dict) -> dict[str, str]:
+    """``{file stem: MD5 of its decoded bytes}`` for :func:`find_data`'s four files: what the data are, in any form.
+    It equals ``{stem: md5["idx"] for stem, md5 in FASHION_MNIST_MD5.items()}`` exactly for Fashion-MNIST."""
+    return {FILES[key]: idx_md5(path) for key, path in sorted(files.items())}
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:

@@ -64,12 +64,20 @@ def execute(notebook: str | Path, output: str | Path, *, parameters: dict, cwd: 
 
     holder: dict = {}
     expired = threading.Event()
+    finished = threading.Event()  # the notebook ended: the watchdog has nothing left to stop
 
     def stop():
         expired.set()
-        pid = kernel_pid(holder.get("km"))
-        if pid:
-            os.kill(pid, signal.SIGKILL)
+        # the limit can pass while the kernel is still starting: keep trying until its process exists
+        while not finished.is_set():
+            pid = kernel_pid(holder.get("km"))
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return
+            finished.wait(0.2)
 
     timer = threading.Timer(timeout, stop) if timeout else None
     if timer:
@@ -95,6 +103,7 @@ def execute(notebook: str | Path, output: str | Path, *, parameters: dict, cwd: 
                              "of memory: try a smaller profile or batch size); the partial notebook is kept") from None
         raise
     finally:
+        finished.set()
         if timer:
             timer.cancel()
         if holder.get("ipc_dir"):

@@ -13,6 +13,7 @@ import nbformat
 import papermill
 import pytest
 
+from helpers.export import export_html
 from helpers.runner import NOTEBOOKS_DIR, notebook_path
 from helpers.verify import check_fingerprint, differences, verify_folder
 
@@ -27,6 +28,7 @@ def report(tmp_path_factory, fake_data_dir):
                                            "output_dir": str(folder / "mlp"), "optimizers": ["adam"],
                                            "regularizers": ["none", "dropout"], "author_id": "0042"},
                                cwd=str(NOTEBOOKS_DIR), progress_bar=False)
+    export_html(folder.parent / "run.ipynb", folder / "mlp" / "mlp.html", author="Student Name 0042")
     return folder
 
 
@@ -39,13 +41,13 @@ def test_metrics_carry_a_fingerprint_that_the_appendix_shows(report):
     assert fp["short"] in json.dumps([c.get("outputs") for c in nb.cells])
 
 
-def test_an_untouched_report_verifies(report):
+def test_an_untouched_report_verifies(report, fake_data_dir):
     lines = []
-    assert verify_folder(report, log=lines.append)
-    assert lines[0].startswith("OK") and any("exactly" in line for line in lines)
+    assert verify_folder(report, log=lines.append, reference_data=fake_data_dir)  # the fake data: named, accepted
+    assert lines[1].startswith("OK") and any("exactly" in line for line in lines)
 
 
-def test_an_edited_number_is_caught_and_shown(report, tmp_path):
+def test_an_edited_number_is_caught_and_shown(report, tmp_path, fake_data_dir):
     edited = tmp_path / "edited"
     shutil.copytree(report, edited)
     path = edited / "mlp" / "metrics.json"
@@ -53,8 +55,8 @@ def test_an_edited_number_is_caught_and_shown(report, tmp_path):
     metrics["best"]["test"]["accuracy"] = 0.99
     path.write_text(json.dumps(metrics))
     assert any("changed after the run" in p for p in check_fingerprint(metrics, notebook=notebook_path("mlp")))
-    done = subprocess.run([sys.executable, "-m", "helpers", "verify", str(edited)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-P", "-m", "helpers", "verify", str(edited), "--reference-data",
+                           str(fake_data_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAIL" in done.stdout and "best.test.accuracy" in done.stdout and "0.99" in done.stdout
 
