@@ -5,8 +5,8 @@ and are computed once, then read back: the data set's decoding (``data``), the t
 pretraining (``pretraining``) and finished training runs (``runs``: a row identical to one already run, or a
 rerun, trains nothing). An entry is a folder named by its key::
 
-    <cache dir>/<kind>/<key[:2]>/<key>/   the entry's files, and meta.json (what the key was made of, which
-                                           run produced it, when, where)
+    <cache dir>/<kind>/<key[:2]>/<key>/   the entry's files, and meta.json (what the key was made of, each
+                                           file's SHA-256, when it was made and how long the work took)
     <cache dir>/tmp/                       entries being written (renamed into place when complete)
 
 The key is the SHA-256 of a canonical JSON of everything that determines the result: the settings, digests
@@ -19,6 +19,12 @@ rename wins and the other's copy (the same result) is dropped.
 The folder is ``$HELPERS_CACHE_DIR`` (``python -m helpers run`` sets it from ``--cache-dir``, else
 ``<--output-dir>/.cache``), else ``reports/.cache`` in the project. ``HELPERS_CACHE=off`` (``--no-cache``)
 turns the cache off: nothing is read or written.
+
+An entry decides a result only when it can be trusted (:mod:`helpers.cache_trust`): by default only the reading
+user's own entries are read (``HELPERS_CACHE_SHARED=1``, ``--shared-cache``, trusts everyone who can write the
+folder), and an entry whose files do not match the digests written at its creation is computed again and
+replaced. Entries get the modes the user's umask gives, so the group can read them under umask 002. They record
+no one's name, id, folder or machine: a report that reads another's entry shows only its key and date.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import io
 import json
+import math
 import os
+import re
+import secrets
 import shutil
-import socket
-import tempfile
+import stat
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -38,14 +47,20 @@ from pathlib import Path
 
 import torch
 
+from . import cache_trust as trust
 from .config import PROJECT_ROOT
 
 ENV_DIR = "HELPERS_CACHE_DIR"
 ENV_SWITCH = "HELPERS_CACHE"
 OFF_WORDS = ("off", "0", "no", "false")
 DEFAULT_DIR = PROJECT_ROOT / "reports" / ".cache"
-FORMAT = 1  # raised when an entry's layout changes, so old entries are simply never asked for
-META = "meta.json"
+# raised when an entry's layout changes, so old entries are simply never asked for (2: digests in meta.json, and
+# no producer's name, id, folder or host)
+FORMAT = 2
+META = trust.META
+ENV_SHARED = trust.ENV_SHARED
+KIND = re.compile(r"[a-z][a-z_]{0,31}")
+KEY = re.compile(r"[0-9a-f]{64}")
 
 
 def enabled() -> bool:
@@ -62,7 +77,8 @@ def row_environment() -> dict[str, str]:
     """What a batch row's process needs in its environment to use this process's cache: the folder (absolute) and
     the switch. Rows started here inherit them; a row on another machine (a Dask worker) must be given them, and
     shares the work when the folder is on a file system both machines see."""
-    return {ENV_DIR: str(cache_dir().resolve()), ENV_SWITCH: "on" if enabled() else "off"}
+    return {ENV_DIR: str(cache_dir().resolve()), ENV_SWITCH: "on" if enabled() else "off",
+            ENV_SHARED: "1" if trust.shared() else "0"}
 
 
 def canonical(obj) -> str:
@@ -77,8 +93,11 @@ def make_key(parts: Mapping) -> str:
 
 # Modules that run, show or check reports but compute nothing that is cached (the command line, batches,
 # kernels, export, progress, figures, the metrics layout, verify): a change to them keeps the cache valid.
-NOT_COMPUTING = frozenset({"__main__.py", "batch.py", "cli.py", "executors.py", "export.py", "kernels.py", "paths.py",
-                           "plots.py", "progress.py", "report.py", "runner.py", "summary.py", "verify.py"})
+NOT_COMPUTING = frozenset({
+    "__main__.py", "atomic.py", "batch.py", "batchfile.py", "cache_trust.py", "cli.py", "dask_security.py",
+    "escape.py", "executors.py", "export.py", "folderlock.py", "kernels.py", "parameters.py", "paths.py", "plots.py",
+    "progress.py", "report.py", "runner.py", "summary.py", "textfiles.py", "verify.py", "verify_html.py",
+    "verify_inputs.py", "verify_page.py", "verify_report.py"})
 
 
 @functools.cache
@@ -143,71 +162,140 @@ def file_digest(path: str | Path) -> str:
 
 
 def entry_path(kind: str, key: str) -> Path:
+    """``<cache dir>/<kind>/<key[:2]>/<key>``; a kind or key of another form (``..``, a slash) is an error, so no
+    name can lead out of the cache folder."""
+    if not (isinstance(kind, str) and KIND.fullmatch(kind)) or not (isinstance(key, str) and KEY.fullmatch(key)):
+        raise ValueError(f"cache entry kind {kind!r} / key {key!r}: a kind is lowercase letters, a key 64 lowercase "
+                         "hex digits (helpers.cache.make_key)")
     return cache_dir() / kind / key[:2] / key
 
 
+# entry path -> its verified meta.json, from lookup() to load() and hit_record() (read once, checked once)
+_trusted: dict[str, dict] = {}
+
+
 def lookup(kind: str, key: str) -> Path | None:
-    """The complete entry ``key`` of ``kind``, or None (also when the cache is off)."""
+    """The entry ``key`` of ``kind`` when there is one that can be trusted (:func:`helpers.cache_trust.check`),
+    else None (also when the cache is off). A damaged entry is discarded, so that the work computed again takes
+    its place; another user's is left alone; either way a warning names it and why."""
     if not enabled():
         return None
-    path = entry_path(kind, key)
-    return path if (path / META).is_file() else None
+    entry = entry_path(kind, key)
+    try:
+        meta = trust.check(entry, kind=kind, key=key, root=cache_dir())
+    except trust.Untrusted as why:
+        warnings.warn(f"cache entry {entry} not used: {why}; computing it here", stacklevel=2)
+        if not why.leave:
+            discard(entry)
+        return None
+    if meta is None:
+        return None
+    _trusted[str(entry)] = meta
+    return entry
+
+
+def _verified_meta(entry: Path) -> dict:
+    meta = _trusted.get(str(entry))
+    if meta is None:  # not looked up in this process: check it now
+        parts = Path(entry).parts
+        meta = trust.check(Path(entry), kind=parts[-3], key=parts[-1], root=Path(entry).parents[2])
+        if meta is None:
+            raise trust.Untrusted("gone")
+    return meta
 
 
 def load(entry: Path, name: str):
     """``torch.load`` of an entry's file (tensors and plain data only), or None with a warning when it cannot be
-    read (a disk error, a file changed by hand): the caller then computes the work again."""
+    read or is not the file the entry was made with (a disk error, a file changed by hand): the caller then
+    computes the work again. The bytes are read once, checked against the digest and loaded from memory, so the
+    file cannot change between the check and the load."""
     try:
-        return torch.load(Path(entry) / name, map_location="cpu", weights_only=True)
+        meta = _verified_meta(entry)
+        data = trust.read_regular(Path(entry) / name)
+        if hashlib.sha256(data).hexdigest() != meta["digests"].get(name):
+            raise trust.Untrusted(f"{name} does not match its digest")
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a damaged file
-        warnings.warn(f"cache entry {entry} is unreadable ({type(exc).__name__}); computing it again", stacklevel=2)
-        discard(entry)
+        leave = isinstance(exc, trust.Untrusted) and exc.leave  # not looked up, another user's: not ours
+        warnings.warn(f"cache entry {entry} not used ({type(exc).__name__}: {exc}); computing it again",
+                      stacklevel=2)
+        if not leave:
+            discard(entry)
         return None
 
 
 def discard(entry: Path) -> None:
     """Take a damaged entry out of the cache (renamed away first, so readers see it whole or not at all), so
-    that the work computed again is stored in its place."""
-    trash = cache_dir() / "tmp" / f"discarded-{Path(entry).name[:12]}-{os.getpid()}-{id(entry)}"
+    that the work computed again is stored in its place. A link or file planted in an entry's place is removed
+    itself (never what a link points to)."""
+    _trusted.pop(str(entry), None)
+    trash = cache_dir() / "tmp" / f"discarded-{Path(entry).name[:12]}-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         trash.parent.mkdir(parents=True, exist_ok=True)
         os.rename(entry, trash)
     except OSError:  # gone already (another process discarded it), or not ours to remove
         return
-    shutil.rmtree(trash, ignore_errors=True)
+    try:
+        shutil.rmtree(trash) if stat.S_ISDIR(os.lstat(trash).st_mode) else trash.unlink()
+    except OSError:  # a lookup never fails for want of a clean-up: what is left in tmp/ harms no reader
+        pass
 
 
 def read_meta(entry: Path) -> dict:
-    return json.loads((Path(entry) / META).read_text())
+    """An entry's ``meta.json`` as on disk (unchecked: :func:`lookup` decides whether to use the entry)."""
+    return json.loads(trust.read_regular(Path(entry) / META, trust.META_LIMIT))
 
 
 def producer(*, output_dir=None, author_name=None, author_id=None, seconds: float | None = None) -> dict:
-    """Who made an entry: the report folder, its author, the machine, when, and how long the work took."""
-    return {"output_dir": str(output_dir) if output_dir else None, "author_name": author_name,
-            "author_id": author_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "created": dt.datetime.now().isoformat(timespec="seconds"), "seconds": seconds}
+    """What an entry records of the run that made it: when, and how long the work took.
+
+    ``output_dir``, ``author_name`` and ``author_id`` are accepted and *not recorded*: an entry may be read by
+    another student's run, whose report must not show this one's name, id, folder or machine."""
+    del output_dir, author_name, author_id
+    return {"created": dt.datetime.now().isoformat(timespec="seconds"), "seconds": seconds}
+
+
+def _provenance(made_by: Mapping | None) -> dict:
+    """The fields of a producer record that may be written or shown (a planted ``meta.json`` may hold more)."""
+    made_by = made_by if isinstance(made_by, Mapping) else {}
+    created = made_by.get("created")
+    seconds = made_by.get("seconds")
+    ok_seconds = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+    return {"created": created if isinstance(created, str) and re.fullmatch(r"[0-9T:.+\- ]{10,32}", created) else None,
+            "seconds": float(seconds) if ok_seconds and seconds >= 0 else None}
 
 
 def store(kind: str, key: str, write: Callable[[Path], None], *, parts: Mapping, made_by: Mapping) -> Path | None:
     """Make entry ``key`` of ``kind``: ``write(folder)`` fills a private folder, which is then renamed into place.
 
-    Returns the entry's path (an entry already there is kept), or None when the cache is off or cannot be
+    The finished entry's ``meta.json`` lists each file's SHA-256, and its folders and files get the modes the
+    user's umask gives (not ``mkdtemp``'s 0700: under umask 002 the group can read it). Returns the entry's path
+    (a trusted entry already there is kept, a damaged one replaced), or None when the cache is off or cannot be
     written (a warning says why: a read-only or full cache folder must not fail the report that made the work).
     """
     if not enabled():
         return None
     final = entry_path(kind, key)
-    if (final / META).is_file():
-        return final
+    try:
+        if trust.check(final, kind=kind, key=key, root=cache_dir()) is not None:
+            return final
+    except trust.Untrusted as why:
+        if why.leave:  # another user's (or unreadable): not ours to replace (lookup said so already)
+            return None
+        discard(final)
     tmp = None
     try:
         staging = cache_dir() / "tmp"
         staging.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{key[:12]}-", dir=staging))
+        tmp = staging / f"{kind}-{key[:12]}-{os.getpid()}-{secrets.token_hex(6)}"
+        os.mkdir(tmp, 0o777)  # the umask applies: this is the mode every folder of the entry gets when complete
+        dir_mode = os.stat(tmp).st_mode & 0o777
+        os.chmod(tmp, 0o700)  # private while it is written
         write(tmp)
-        meta = {"kind": kind, "key": key, "parts": parts, "producer": dict(made_by),
-                "files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())}
+        meta = {"kind": kind, "key": key, "parts": parts, "producer": _provenance(made_by),
+                "digests": trust.digests(tmp)}
         (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
+        trust.set_modes(tmp, dir_mode)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(tmp, final)  # atomic: readers see no entry or a whole one
@@ -215,7 +303,7 @@ def store(kind: str, key: str, write: Callable[[Path], None], *, parts: Mapping,
             if not (final / META).is_file():  # not another process's complete entry: a real failure
                 raise
         return final
-    except OSError as exc:
+    except (OSError, trust.Untrusted) as exc:
         warnings.warn(f"cache entry {kind}/{key[:12]} not written to {cache_dir()}: {exc}", stacklevel=2)
         return None
     finally:
@@ -245,9 +333,12 @@ def copy_files(src: Path, dst: Path, names=("last.pt", "best.pt")) -> list[Path]
 
 
 def hit_record(entry: Path) -> dict:
-    """``metrics.json``'s note on a result read from the cache: the entry and the run that produced it."""
-    meta = read_meta(entry)
-    return {"hit": True, "key": meta["key"][:16], "entry": str(entry), "produced_by": meta.get("producer")}
+    """``metrics.json``'s note on a result read from the cache: the entry, when it was made and how long the work
+    took, and whether it was this user's own (``own``) or another's from a shared cache. No name, id, folder or
+    machine of whoever made it."""
+    meta = _verified_meta(entry)
+    return {"hit": True, "key": meta["key"][:16], "entry": str(entry), "own": bool(meta.get("own", True)),
+            "produced_by": _provenance(meta.get("producer"))}
 
 
 def miss_record(key: str, entry: Path | None) -> dict:
@@ -261,15 +352,13 @@ def off_record() -> dict:
 
 
 def describe(record: Mapping | None) -> str:
-    """One phrase for a report: where a result came from."""
+    """One phrase for a report: where a result came from. Only the entry's key and date, and whether it was the
+    reader's own: never who made it (older records' names, folders and hosts are not shown either)."""
     if not record or not record.get("hit"):
         return "computed in this run"
-    made = record.get("produced_by") or {}
-    who = " ".join(str(made.get(k)) for k in ("author_name", "author_id") if made.get(k))
-    return (f"read from the cache (entry {record['key']}, produced "
-            + (f"by the run in {made['output_dir']}" if made.get("output_dir") else f"by process {made.get('pid')}")
-            + (f" of {who}" if who else "") + f" on {made.get('created') or '?'}"
-            + (f" at {made['host']}" if made.get("host") else "") + ")")
+    made = _provenance(record.get("produced_by"))
+    whose = "an earlier run of the same user" if record.get("own", True) else "another user's run (a shared cache)"
+    return f"read from the cache (entry {record['key']}, made by {whose} on {made['created'] or '?'})"
 
 
 def bound_parts(fn, settings: Mapping) -> list:

@@ -4,7 +4,8 @@
 Every row is still its own ``python -m helpers run`` process (:func:`helpers.batch.run_row`); a Dask task only
 starts it and waits, so a worker holds one row at a time (one thread per worker) and a row that dies takes no
 worker down. A worker lost mid-row is the scheduler's to notice: it starts the row again elsewhere, the row's
-process having died with its worker.
+process having died with its worker. Who can reach the cluster (127.0.0.1 only, TLS) is
+:mod:`helpers.dask_security`'s business.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .batch import ATTEMPTS, run_row
+from .dask_security import LOOPBACK, check_scheduler, listen, local_security
 
 TOPIC = "fashion-batch"  # Dask event topic on which tasks announce that a row has started
 
@@ -196,23 +198,29 @@ def visible_gpus() -> list[str]:
     return gpu_ids(os.environ.get("CUDA_VISIBLE_DEVICES"), count) if count else []
 
 
-def start_local_cluster(specs: list[dict], *, retries: int):
+def start_local_cluster(specs: list[dict], *, retries: int, security=None):
     """A cluster on this machine: a ``LocalCluster`` of CPU workers, or one pinned worker per GPU (``specs`` from
     :func:`local_worker_specs`). ``retries`` becomes the scheduler's ``allowed-failures``: how many lost workers
-    a row survives."""
+    a row survives.
+
+    Every server of it (scheduler, nannies, workers and their HTTP servers) listens on 127.0.0.1 only, on free
+    ports; with ``security`` (:func:`helpers.dask_security.local_security`) it speaks TLS and nothing else."""
     import dask
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
-    # the dashboard needs bokeh; without it, none (and no warning about it); a free port, never a fixed one
-    dashboard = ":0" if has_bokeh() else None
+    protocol = "tls://" if security is not None else "tcp://"
+    # the HTTP servers start even without a dashboard (metrics, health): on the loopback, a free port, never 8787.
+    # The dashboard itself needs bokeh; without it, none (and no warning about it)
+    where = {"host": LOOPBACK, "protocol": protocol, "security": security}
     with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
         if not any(s["resources"] for s in specs):
-            return LocalCluster(n_workers=len(specs), threads_per_worker=1, processes=True,
-                                dashboard_address=dashboard, env=specs[0]["env"] if specs else None)
-        workers = {s["name"]: {"cls": Nanny, "options": {"nthreads": 1, "resources": s["resources"], "env": s["env"]}}
-                   for s in specs}
-        return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {
-            "dashboard": dashboard is not None, "dashboard_address": dashboard or ":0"}})  # its HTTP server: any port
+            return LocalCluster(n_workers=len(specs), threads_per_worker=1, processes=True, dashboard_address=listen(),
+                                worker_dashboard_address=listen(), env=specs[0]["env"] if specs else None,
+                                scheduler_kwargs={"dashboard": has_bokeh()}, **where)
+        workers = {s["name"]: {"cls": Nanny, "options": {"nthreads": 1, "resources": s["resources"], "env": s["env"],
+                                                         "dashboard_address": listen(), **where}} for s in specs}
+        return SpecCluster(workers=workers, security=security, scheduler={"cls": Scheduler, "options": {
+            "dashboard": has_bokeh(), "dashboard_address": listen(), **where}})
 
 
 def has_bokeh() -> bool:
@@ -243,69 +251,88 @@ def attempts_of(folder: Path) -> int:
 
 def run_dask(pending: list[dict], *, output_dir: Path, jobs: int, scheduler: str | None, options: dict) -> list[dict]:
     """Run the rows as tasks on the Dask cluster at ``scheduler`` (or ``DASK_SCHEDULER_ADDRESS``); without an
-    address, on a local cluster of ``jobs`` worker processes (one per GPU on a CUDA machine)."""
+    address, on a local cluster of ``jobs`` worker processes (one per GPU on a CUDA machine), which only this
+    process can reach (:mod:`helpers.dask_security`)."""
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        check_scheduler(address)
+        return _run_on(None, address, pending, output_dir=output_dir, jobs=jobs, options=options)
+    gpus = visible_gpus()
+    specs = local_worker_specs(jobs, gpus, os.cpu_count() or 1)
+    if gpus and jobs != len(gpus):
+        print(f"note: {len(gpus)} GPU(s): one worker per GPU, --jobs {jobs} does not apply")
+    with local_security() as security:
+        cluster = start_local_cluster(specs, retries=options["retries"], security=security)
+        try:
+            return _run_on(cluster, None, pending, output_dir=output_dir, jobs=jobs, options=options,
+                           threads=specs[0]["threads"])
+        finally:
+            cluster.close()
+
+
+def connect(cluster, address: str | None = None):
+    """A ``Client`` of ``cluster`` (started here: its own TLS settings), or of the scheduler at ``address`` (Dask's
+    TLS configuration, ``distributed.comm.tls.*``, applies); a scheduler that cannot be reached is a SystemExit
+    naming it."""
     import dask
     from distributed import Client
+
+    try:
+        # how long to try: Dask's connect timeout (30 s; DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)
+        return Client(cluster or address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
+    except Exception as exc:  # a wrong address, no scheduler, a TLS handshake refused, another server's bytes
+        where = address or "of the local cluster"
+        raise SystemExit(f"error: cannot reach the Dask scheduler {'at ' * bool(address)}{where}: "
+                         f"{type(exc).__name__}: {exc}"[:600]
+                         + "; start one with `dask scheduler` (see README) or leave out --scheduler for a local "
+                         "cluster") from None
+
+
+def _run_on(cluster, address: str | None, pending: list[dict], *, output_dir: Path, jobs: int, options: dict,
+            threads: int | None = None) -> list[dict]:
+    """:func:`run_dask` on a cluster started here, or on the scheduler at ``address``."""
     from distributed import as_completed as dask_completed
     from distributed.scheduler import KilledWorker
 
-    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     retries = options["retries"]
-    cluster, threads = None, None
-    if not address:
-        gpus = visible_gpus()
-        specs = local_worker_specs(jobs, gpus, os.cpu_count() or 1)
-        if gpus and jobs != len(gpus):
-            print(f"note: {len(gpus)} GPU(s): one worker per GPU, --jobs {jobs} does not apply")
-        cluster, threads = start_local_cluster(specs, retries=retries), specs[0]["threads"]
     results: list[dict] = []
-    try:
-        try:
-            # how long to try: Dask's connect timeout (30 s; DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)
-            client = Client(cluster or address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
-        except OSError as exc:  # a wrong address, a scheduler not started: say so, not a traceback
-            raise SystemExit(f"error: cannot reach the Dask scheduler at {address}: {exc}; start one with "
-                             "`dask scheduler` (see README) or leave out --scheduler for a local cluster") from None
-        with client:
-            info = client.scheduler_info()
-            workers = info.get("workers", {})
-            print(f"dask: scheduler {client.scheduler.address}, {len(workers)} worker(s)"
-                  + ("" if workers else " (rows wait until workers join)"))
-            # a scheduler without bokeh still lists its HTTP service, but shows no dashboard on it (this checkout's
-            # environment is the cluster's too, so bokeh here is the best guess for bokeh there)
-            if "dashboard" in info.get("services", {}) and has_bokeh():
-                print(f"dask: dashboard {client.dashboard_link}")
-            resources, slots = row_resources(workers), host_slots(workers)
-            progress = Progress(len(pending), sum(slots.values()) or jobs)
-            # an event is (time, message); Dask adds the worker's address to the message
-            client.subscribe_topic(TOPIC, lambda event: progress.event(event[1]["event"], event[1]["name"]))
-            rows: dict[str, dict] = {}  # future key -> row
+    with connect(cluster, address) as client:
+        info = client.scheduler_info()
+        workers = info.get("workers", {})
+        print(f"dask: scheduler {client.scheduler.address}, {len(workers)} worker(s)"
+              + ("" if workers else " (rows wait until workers join)"))
+        # a scheduler without bokeh still lists its HTTP service, but shows no dashboard on it (this checkout's
+        # environment is the cluster's too, so bokeh here is the best guess for bokeh there)
+        if "dashboard" in info.get("services", {}) and has_bokeh():
+            print(f"dask: dashboard {client.dashboard_link}")
+        resources, slots = row_resources(workers), host_slots(workers)
+        progress = Progress(len(pending), sum(slots.values()) or jobs)
+        # an event is (time, message); Dask adds the worker's address to the message
+        client.subscribe_topic(TOPIC, lambda event: progress.event(event[1]["event"], event[1]["name"]))
+        rows: dict[str, dict] = {}  # future key -> row
 
-            def submit(entry):
-                future = client.submit(row_task, entry, str(output_dir), options, threads, slots, pure=False,
-                                       key=f"row-{entry['name']}-{uuid.uuid4().hex[:8]}", resources=resources)
-                rows[future.key] = entry
-                return future
+        def submit(entry):
+            future = client.submit(row_task, entry, str(output_dir), options, threads, slots, pure=False,
+                                   key=f"row-{entry['name']}-{uuid.uuid4().hex[:8]}", resources=resources)
+            rows[future.key] = entry
+            return future
 
-            with ticking(progress):
-                queue = dask_completed([submit(e) for e in pending])
-                for future in queue:
-                    entry = rows.pop(future.key)
-                    try:
-                        result = future.result()
-                    except KilledWorker:  # the scheduler gave up on it: start it again while --retries allows
-                        tries = attempts_of(output_dir / entry["name"])
-                        if tries <= retries:
-                            queue.add(submit(entry))
-                            continue
-                        result = {**entry, "status": "worker lost", "folder": entry["name"], "attempts": tries,
-                                  "error": f"its worker was lost {tries} times (--retries {retries})"}
-                    except Exception as exc:  # the task could not even start (a worker without helpers...)
-                        result = {**entry, "status": "failed", "folder": entry["name"],
-                                  "error": f"{type(exc).__name__}: {exc}"}
-                    results.append(result)
-                    progress.finished(result)
-    finally:
-        if cluster is not None:
-            cluster.close()
+        with ticking(progress):
+            queue = dask_completed([submit(e) for e in pending])
+            for future in queue:
+                entry = rows.pop(future.key)
+                try:
+                    result = future.result()
+                except KilledWorker:  # the scheduler gave up on it: start it again while --retries allows
+                    tries = attempts_of(output_dir / entry["name"])
+                    if tries <= retries:
+                        queue.add(submit(entry))
+                        continue
+                    result = {**entry, "status": "worker lost", "folder": entry["name"], "attempts": tries,
+                              "error": f"its worker was lost {tries} times (--retries {retries})"}
+                except Exception as exc:  # the task could not even start (a worker without helpers...)
+                    result = {**entry, "status": "failed", "folder": entry["name"],
+                              "error": f"{type(exc).__name__}: {exc}"}
+                results.append(result)
+                progress.finished(result)
     return results

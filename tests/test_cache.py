@@ -4,6 +4,7 @@ that say so without changing their numbers or fingerprint. ``--no-cache`` and ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -82,9 +83,12 @@ def test_the_code_digest_follows_the_computing_modules_only():
 
 def test_a_batch_row_elsewhere_gets_the_folder_and_the_switch(monkeypatch, tmp_path):
     monkeypatch.setenv("HELPERS_CACHE_DIR", str(tmp_path / "shared"))
-    assert cache.row_environment() == {"HELPERS_CACHE_DIR": str((tmp_path / "shared").resolve()), "HELPERS_CACHE": "on"}
+    monkeypatch.delenv("HELPERS_CACHE_SHARED", raising=False)
+    assert cache.row_environment() == {"HELPERS_CACHE_DIR": str((tmp_path / "shared").resolve()), "HELPERS_CACHE": "on",
+                                       "HELPERS_CACHE_SHARED": "0"}
     monkeypatch.setenv("HELPERS_CACHE", "off")
-    assert cache.row_environment()["HELPERS_CACHE"] == "off"
+    monkeypatch.setenv("HELPERS_CACHE_SHARED", "1")  # a shared cache is shared on the workers too
+    assert cache.row_environment()["HELPERS_CACHE"] == "off" and cache.row_environment()["HELPERS_CACHE_SHARED"] == "1"
 
 
 # --- entries appear whole --------------------------------------------------------------------------------------
@@ -111,7 +115,7 @@ def test_an_entry_is_invisible_until_complete_and_the_first_writer_wins():
     entry = cache.lookup("runs", "ab" * 32)
     assert results == [entry] and other == entry
     assert (entry / "part1").read_text() == "second" and not (entry / "part2").exists()
-    assert cache.read_meta(entry)["producer"]["output_dir"] == "two"
+    assert cache.read_meta(entry)["digests"] == {"part1": hashlib.sha256(b"second").hexdigest()}
     assert list((cache.cache_dir() / "tmp").iterdir()) == []  # nothing half-written is left behind
 
 
@@ -140,8 +144,9 @@ def test_a_finished_run_is_read_back_not_trained(tmp_path, batches):
     again = experiment(tmp_path / "second", author_name="Bob")
     assert len(batches) == trained  # not one training batch
     record = again["runs"][0]["cache"]
-    assert record["hit"] and record["produced_by"]["output_dir"] == str(tmp_path / "first")
-    assert record["produced_by"]["author_name"] == "Ada"
+    # what made it: when and how long, never who or where (Ada's name, id and folder stay out of Bob's report)
+    assert record["hit"] and record["own"] and set(record["produced_by"]) == {"created", "seconds"}
+    assert "Ada" not in json.dumps(record) and str(tmp_path / "first") not in json.dumps(record)
     h1, h2 = first["histories"]["only"], again["histories"]["only"]
     assert [{k: r[k] for k in ("train_loss", "val_loss", "val_acc")} for r in h1] == \
            [{k: r[k] for k in ("train_loss", "val_loss", "val_acc")} for r in h2]
@@ -158,7 +163,7 @@ def test_a_damaged_entry_is_trained_again(tmp_path, batches):
         path.unlink()  # hard-linked to the report's own checkpoint: replace, never write in place
         path.write_bytes(b"\x00" * 100)
     trained = len(batches)
-    with pytest.warns(UserWarning, match="unreadable"):
+    with pytest.warns(UserWarning, match="last.pt does not match its digest"):
         again = experiment(tmp_path / "second")
     assert len(batches) == 2 * trained and again["runs"][0]["cache"]["hit"] is False
     assert again["runs"][0]["cache"]["stored"]  # the damaged entry was replaced by the new result
@@ -197,10 +202,10 @@ def test_the_same_pretraining_is_read_back(tmp_path, monkeypatch):
     assert all(torch.equal(w1["state_dict"][k], w2["state_dict"][k]) for k in w1["state_dict"])
     rec1, rec2 = first.records()["resnet18"], second.records()["resnet18"]
     assert rec1["cache"]["hit"] is False and rec2["cache"]["hit"] is True
-    assert rec2["cache"]["produced_by"]["output_dir"] == "reports/a"
+    assert set(rec2["cache"]["produced_by"]) == {"created", "seconds"}
     assert rec2["history"] == rec1["history"] and rec2["seconds"] == rec1["seconds"]
     assert (tmp_path / "b" / "pretrained_resnet18.pt").is_file()  # the report still saves its checkpoint
-    assert "read from the cache" in second.describe("resnet18", 32) and "reports/a" in second.describe("resnet18", 32)
+    assert "read from the cache" in second.describe("resnet18", 32) and "reports/a" not in second.describe("resnet18", 32)
     # the runs' keys name the pretraining: other pretraining settings, other runs
     s = {"weights": "pretrain", "backbone": "resnet18", "image_size": 32}
     other = BackboneWeights(source, epochs=2, batch_size=16, device="cpu")
@@ -242,7 +247,7 @@ def test_a_second_transfer_batch_does_no_pretraining(tmp_path, fake_data_dir):
     monday, tuesday = metrics(tmp_path / "monday" / "Ada" / "transfer"), metrics(tmp_path / "tuesday" / "Ada" / "transfer")
     assert monday["pretraining"]["resnet18"]["cache"]["hit"] is False
     pre = tuesday["pretraining"]["resnet18"]["cache"]
-    assert pre["hit"] is True and pre["produced_by"]["output_dir"] == str(tmp_path / "monday" / "Ada" / "transfer")
+    assert pre["hit"] is True and pre["own"] and set(pre["produced_by"]) == {"created", "seconds"}
     assert tuesday["cache"]["runs_trained"] == 0 and tuesday["cache"]["runs_from_cache"] == len(tuesday["configurations"])
     assert tuesday["fingerprint"] == monday["fingerprint"]  # the same numbers, the same fingerprint
     page = (tmp_path / "tuesday" / "Ada" / "transfer" / "transfer.html").read_text()
@@ -259,7 +264,7 @@ def test_an_mlp_rerun_comes_from_the_cache_and_no_cache_or_verify_trains_again(t
     runs = len(first["cache"]["runs"])  # the grid and the final retraining
     assert runs == 3 and first["cache"]["runs_trained"] == runs
     assert second["cache"]["runs_from_cache"] == runs and second["cache"]["runs_trained"] == 0
-    assert {r["produced_by"]["output_dir"] for r in second["cache"]["runs"]} == {str(tmp_path / "first" / "mlp")}
+    assert all(r["own"] and set(r["produced_by"]) == {"created", "seconds"} for r in second["cache"]["runs"])
     assert second["fingerprint"] == first["fingerprint"]
     assert third["cache"]["enabled"] is False and third["cache"]["runs_trained"] == runs
     assert not (tmp_path / "third" / ".cache").exists()

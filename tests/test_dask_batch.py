@@ -5,8 +5,10 @@ section, smoke profile, one configuration, on the tiny fixture data set, HTML on
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +27,8 @@ ROWS = ("name,author_id,regularizers,init\n"
         "Bad Row,B3,[none],bogus\n"  # refused by the notebook's config cell: a failed row with its own error
         "Cy Typo,C4,[dropout],he\n")
 GOOD = ("Ada_Lovelace", "Bob_Byte", "Cy_Typo")
+# a local cluster speaks TLS where a throwaway certificate can be made (helpers.dask_security)
+LOCAL = "tls" if shutil.which("openssl") or importlib.util.find_spec("cryptography") else "tcp"
 
 
 def env():
@@ -55,7 +59,7 @@ def local_cluster_batch(tmp_path_factory, fake_data_dir):
 def test_a_local_cluster_runs_the_batch_and_reports_the_bad_row(local_cluster_batch):
     done, out = local_cluster_batch
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "dask: scheduler tcp://127.0.0.1:" in done.stdout and "2 worker(s)" in done.stdout
+    assert f"dask: scheduler {LOCAL}://127.0.0.1:" in done.stdout and "2 worker(s)" in done.stdout
     for name in GOOD:
         metrics = json.loads((out / name / "mlp" / "metrics.json").read_text())
         assert metrics["profile"] == "smoke" and (out / name / "mlp" / "mlp.html").exists()
@@ -64,7 +68,7 @@ def test_a_local_cluster_runs_the_batch_and_reports_the_bad_row(local_cluster_ba
     assert rows["Bad Row"]["status"] == "failed"
     assert "ConfigError" in rows["Bad Row"]["error"] and "bogus" in rows["Bad Row"]["error"]
     assert all(rows[n.replace("_", " ")]["status"] == "ok" for n in GOOD)
-    assert all(r["worker"].startswith("tcp://127.0.0.1:") for r in rows.values())  # run by the cluster's workers
+    assert all(r["worker"].startswith(f"{LOCAL}://127.0.0.1:") for r in rows.values())  # run by the cluster's workers
     # each row's result is printed once, and the whole batch's progress line was shown
     for line in (2, 3, 4, 5):
         assert done.stdout.count(f"line {line}: ") == 1, done.stdout
@@ -119,7 +123,8 @@ def row_processes(worker: subprocess.Popen) -> list[psutil.Process]:
 def folder_of(row: psutil.Process) -> str:
     try:
         cmd = row.cmdline()
-        return Path(cmd[cmd.index("--output-dir") + 1]).name
+        joined = [a.split("=", 1)[1] for a in cmd if a.startswith("--output-dir=")]  # --output-dir=FOLDER
+        return Path(joined[0] if joined else cmd[cmd.index("--output-dir") + 1]).name
     except (psutil.Error, ValueError, IndexError):
         return ""
 
@@ -183,18 +188,36 @@ def test_an_unreachable_scheduler_is_named(tmp_path):
     assert done.returncode != 0 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in done.stderr
 
 
-def test_a_gpu_cluster_pins_one_worker_per_device_and_rows_take_one_each():
+def listening(process: psutil.Process) -> set[str]:
+    """The addresses ``process`` and its children accept connections on."""
+    found = set()
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            found |= {c.laddr.ip for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_a_gpu_cluster_pins_one_worker_per_device_listens_on_loopback_only_and_rows_take_one_each():
     """The local cluster a CUDA machine gets, started here with two made-up device ids: each worker sees its own
-    CUDA_VISIBLE_DEVICES and offers one GPU, and tasks asking for {"GPU": 1} run on both."""
+    CUDA_VISIBLE_DEVICES and offers one GPU, tasks asking for {"GPU": 1} run on both, and no part of it (scheduler,
+    nannies, workers, their HTTP servers) listens anywhere but 127.0.0.1."""
     from distributed import Client
 
     from helpers.executors import local_worker_specs, start_local_cluster
 
+    before = listening(psutil.Process())
     cluster = start_local_cluster(local_worker_specs(jobs=1, gpus=["0", "1"], cores=2), retries=1)
     try:
         with Client(cluster) as client:
             client.wait_for_workers(2)
-            assert all(w["resources"] == {"GPU": 1} for w in client.scheduler_info()["workers"].values())
+            workers = client.scheduler_info()["workers"]
+            assert all(w["resources"] == {"GPU": 1} for w in workers.values())
+            hosts = {a.split("://")[1].rsplit(":", 1)[0] for a in [cluster.scheduler_address, *workers]}
+            hosts |= {w["nanny"].split("://")[1].rsplit(":", 1)[0] for w in workers.values()}
+            assert hosts == {"127.0.0.1"}, hosts
+            assert listening(psutil.Process()) - before == {"127.0.0.1"}  # not 0.0.0.0, ::, or the LAN address
             seen = client.gather([client.submit(lambda i: (os.environ["CUDA_VISIBLE_DEVICES"], time.sleep(0.5)), i,
                                                 resources={"GPU": 1}, pure=False) for i in range(4)])
             assert sorted(d for d, _ in seen) == ["0", "0", "1", "1"]
