@@ -7,7 +7,6 @@ tasks on a Dask cluster); what they produce is summed up for the class by :mod:`
 
 from __future__ import annotations
 
-import csv
 import ctypes
 import json
 import os
@@ -19,16 +18,17 @@ import time
 from functools import partial
 from pathlib import Path
 
-import yaml
-
+from .atomic import write_text
+from .batchfile import folder_key, folder_name, read_batch  # noqa: F401  (read_batch: the batch API here too)
 from .runner import SECTIONS, notebook_parameters
 
 RESERVED = ("name", "sections", "profile")
 ATTEMPTS = "attempts.jsonl"  # one line per start of a row: a row started again lost its worker
+ROW_PARAMETERS = "row-parameters.json"  # what the batch hands the row's command (never its command line)
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # what a row takes from the batch's environment even on a Dask worker started elsewhere: the batch's cache (shared
 # by its rows) and where the data is
-ROW_ENV = ("HELPERS_CACHE_DIR", "HELPERS_CACHE", "FASHION_MNIST_DIR")
+ROW_ENV = ("HELPERS_CACHE_DIR", "HELPERS_CACHE", "HELPERS_CACHE_SHARED", "FASHION_MNIST_DIR")
 # bound in the parent: the child between fork and exec should call nothing that may take a lock
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
@@ -37,52 +37,18 @@ class BatchRowError(ValueError):
     """A row that cannot be run; the message starts with its line number."""
 
 
-def read_batch(path: str | Path, declared: dict | None = None) -> list[tuple[int, dict]]:
-    """Rows of a batch file as (line number, parameters).
-
-    Every cell is typed by the notebook parameter it fills (``declared``, papermill's inspection): identifiers
-    stay text (student id ``0123`` is not the octal 83, ``yes`` not True); an empty CSV cell leaves that
-    parameter at its default.
-    """
-    from .cli import load_yaml_parameters, typed_parameter
-
-    # the row's own columns are text too: a student named "yes" or "0123" keeps that name and folder
-    declared = {**(declared or {}), **{k: {"default": "''"} for k in ("name", "sections")}}
-    path = Path(path)
-    if not path.exists():
-        raise SystemExit(f"error: batch file {path} does not exist")
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = []
-            for row in reader:
-                values = {k.strip(): typed_parameter(k.strip(), v, declared) for k, v in row.items()
-                          if k is not None and v is not None and v.strip() != ""}
-                rows.append((reader.line_num, values))
-            return rows
-    if path.suffix.lower() in (".yaml", ".yml"):
-        node = yaml.compose(path.read_text(encoding="utf-8"))
-        if isinstance(node, yaml.MappingNode):  # {rows: [...]}
-            node = next((v for k, v in node.value if k.value == "rows"), None)
-        if not isinstance(node, yaml.SequenceNode):
-            raise SystemExit(f"error: {path}: expected a list of parameter sets (one per student)")
-        loader = yaml.SafeLoader("")
-        return [(item.start_mark.line + 1, load_yaml_parameters(item, declared) if isinstance(item, yaml.MappingNode)
-                 else {"__invalid__": loader.construct_object(item, deep=True)}) for item in node.value]
-    raise SystemExit(f"error: batch file {path}: use .csv, .yaml or .yml")
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_") or "row"
-
-
 def check_row(line: int, row: dict, sections: list[str]) -> tuple[str, list[str], dict]:
     """Return (folder name, sections, parameters) or raise :class:`BatchRowError`."""
+    if "__error__" in row:
+        raise BatchRowError(f"line {line}: {row['__error__']}")
     if "__invalid__" in row:
-        raise BatchRowError(f"line {line}: expected name: value pairs, got {row['__invalid__']!r}")
+        raise BatchRowError(f"line {line}: expected name: value pairs, got {str(row['__invalid__'])[:200]!r}")
     name = row.get("name") or row.get("author_id") or row.get("author_name")
     if not name:
         raise BatchRowError(f"line {line}: no 'name' (or author_id/author_name) to name its report folder")
+    folder = folder_name(name)
+    if not folder:
+        raise BatchRowError(f"line {line}: name {name!r} has no letter or digit to name its report folder")
     row_sections = row.get("sections", sections)
     if isinstance(row_sections, str):
         row_sections = [s.strip() for s in re.split(r"[;, ]+", row_sections) if s.strip()]
@@ -96,7 +62,7 @@ def check_row(line: int, row: dict, sections: list[str]) -> tuple[str, list[str]
         raise BatchRowError(f"line {line}: unknown parameter(s) {', '.join(unknown)} for {', '.join(row_sections)}")
     if "author_name" not in params and "name" in row:
         params["author_name"] = str(row["name"])
-    return slug(name), row_sections, params
+    return folder, row_sections, params
 
 
 def row_complete(folder: Path, sections: list[str]) -> bool:
@@ -123,16 +89,25 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def row_command(folder: Path, sections: list[str], params: dict, *, no_input: bool, formats, resume: bool = False,
-                timeout: float | None = None) -> list[str]:
-    """The ``python -m helpers run`` command line of one row."""
-    cmd = [sys.executable, "-m", "helpers", "run", *sections, "--output-dir", str(folder), "--formats", ",".join(formats)]
+def write_row_parameters(folder: Path, params: dict) -> Path:
+    """Write a row's parameters to ``folder/row-parameters.json`` for its command's ``-f``; return the path.
+
+    Through a file, a value is never read as an option of the command (a name ``-Ada``, a value
+    ``--output-dir=/tmp/x``), and arrives with the type the batch file gave it (JSON, ASCII-escaped so any name
+    travels)."""
+    return write_text(Path(folder) / ROW_PARAMETERS, json.dumps(params, indent=1, default=str) + "\n")
+
+
+def row_command(folder: Path, sections: list[str], parameters_file: Path, *, no_input: bool, formats,
+                resume: bool = False, timeout: float | None = None) -> list[str]:
+    """The ``python -m helpers run`` command line of one row: its parameters come from ``parameters_file``
+    (:func:`write_row_parameters`); every other word is the batch's own, each option given as ``--option=value``."""
+    cmd = [sys.executable, "-m", "helpers", "run", *sections, f"--output-dir={folder}",
+           f"--formats={','.join(formats)}", f"--parameters-file={parameters_file}"]
     if resume:
         cmd.append("--resume")
     if timeout:
-        cmd += ["--timeout", str(timeout)]
-    for k, v in params.items():
-        cmd += ["-p", k, json.dumps(v) if not isinstance(v, str) else v]
+        cmd.append(f"--timeout={timeout}")
     if no_input:
         cmd.append("--no-input")
     return cmd
@@ -166,8 +141,8 @@ def run_row(folder: Path, sections: list[str], params: dict, *, no_input: bool, 
     if retries is not None and attempt > retries + 1:
         return {**base, "status": "worker lost", "seconds": 0.0,
                 "error": f"its worker was lost {attempt - 1} times (--retries {retries}); see {folder.name}/{ATTEMPTS}"}
-    cmd = row_command(folder, sections, params, no_input=no_input, formats=formats, resume=resume or attempt > 1,
-                      timeout=timeout)
+    cmd = row_command(folder, sections, write_row_parameters(folder, params), no_input=no_input, formats=formats,
+                      resume=resume or attempt > 1, timeout=timeout)
     env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "HELPERS_PROGRESS": "0"}
     start = time.perf_counter()
@@ -208,18 +183,23 @@ def plan_batch(rows: list[tuple[int, dict]], *, sections: list[str], common: dic
                resume: bool = False) -> tuple[list[dict], list[dict]]:
     """Split the rows into (rows to run, rows already settled: bad ones, and complete ones under ``--resume``).
 
-    Each row is a dict: line, name (its folder), sections, params; settled ones also carry status and error.
+    Each row is a dict: line, name (its folder), sections, params; settled ones also carry status and error. Two
+    rows whose folders differ only by case or Unicode normalisation (Ada, ada) are refused: a case-insensitive file
+    system (macOS's, Windows') would give them one folder.
     """
-    pending, settled, seen = [], [], set()
+    pending, settled, seen = [], [], {}
     for line, row in rows:
         try:
             name, row_sections, params = check_row(line, {**common, **row}, sections)
-            if name in seen:
-                raise BatchRowError(f"line {line}: name {name!r} is used by an earlier row")
-            seen.add(name)
+            if folder_key(name) in seen:
+                first, first_name = seen[folder_key(name)]
+                same = "is" if first_name == name else f"differs only by case or accents from {first_name!r},"
+                raise BatchRowError(f"line {line}: folder {name!r} {same} used by line {first}: on a case-insensitive "
+                                    "file system (macOS, Windows) they would share one folder; give one another name")
+            seen[folder_key(name)] = (line, name)
         except BatchRowError as exc:
-            settled.append({"line": line, "name": slug(row.get("name", "")) if row.get("name") else "",
-                            "sections": [], "params": {k: v for k, v in {**common, **row}.items() if k != "__invalid__"},
+            settled.append({"line": line, "name": "", "sections": [],
+                            "params": {k: v for k, v in {**common, **row}.items() if not k.startswith("__")},
                             "status": "bad row", "error": str(exc)})
             continue
         entry = {"line": line, "name": name, "sections": row_sections, "params": params}
@@ -230,19 +210,49 @@ def plan_batch(rows: list[tuple[int, dict]], *, sections: list[str], common: dic
     return pending, settled
 
 
+def check_batch(rows: list[tuple[int, dict]], *, sections: list[str], common: dict, output_dir: Path) -> int:
+    """``--batch FILE --check``: each row as its own command would check it (its parameters as the row's
+    parameters file carries them, :func:`helpers.cli.check_section` for each of its sections). Prints one line per
+    row; returns 0 when every row is valid, else 2."""
+    from .cli import check_section
+    from .config import ConfigError
+
+    pending, settled = plan_batch(rows, sections=sections, common=common, output_dir=output_dir)
+    for r in settled:
+        print(f"error: {r['error']}")
+    valid = 0
+    for r in pending:
+        params = json.loads(json.dumps(r["params"], default=str))  # what the row's -f file will hold
+        try:
+            for section in r["sections"]:
+                check_section(section, {k: v for k, v in params.items() if k in notebook_parameters(section)},
+                              output_dir / r["name"])
+        except ConfigError as exc:
+            print(f"error: line {r['line']}: {r['name']}: {section}: {exc}")
+            continue
+        valid += 1
+        print(f"line {r['line']}: {r['name']}: valid ({', '.join(r['sections'])})")
+    print(f"batch check: {valid} of {len(rows)} rows valid; nothing was run")
+    return 0 if valid == len(rows) else 2
+
+
 def run_batch(path, *, sections: list[str], output_dir: Path, common: dict, no_input: bool, formats, jobs: int,
               resume: bool = False, timeout: float | None = None, executor: str = "local",
-              scheduler: str | None = None, retries: int = 2, row_timeout: float | None = None) -> int:
+              scheduler: str | None = None, retries: int = 2, row_timeout: float | None = None,
+              check: bool = False) -> int:
     """Run every row; a bad row is reported by line number and the others go on. Returns the exit status.
 
     ``executor`` is ``local`` (``jobs`` threads here) or ``dask`` (tasks on the cluster at ``scheduler``, or on a
     local cluster of ``jobs`` workers). Either way the batch folder ends with ``summary.csv`` and ``index.html``.
+    With ``check``, nothing runs and nothing is written: :func:`check_batch`.
     """
     from .executors import run_dask, run_local
     from .summary import write_summary
 
     rows = read_batch(path, {k: v for sec in SECTIONS for k, v in notebook_parameters(sec).items()})
     output_dir = Path(output_dir).resolve()  # workers elsewhere do not share this process's working folder
+    if check:
+        return check_batch(rows, sections=sections, common=common, output_dir=output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     pending, settled = plan_batch(rows, sections=sections, common=common, output_dir=output_dir, resume=resume)
     for r in settled:

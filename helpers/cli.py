@@ -9,70 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
+from . import atomic
 from .config import PROFILE_NAMES, PROJECT_ROOT
+from .parameters import (  # noqa: F401  (parse_value, load_yaml_parameters: the package's parsing API here too)
+    load_yaml_parameters,
+    parse_value,
+    read_parameters_file,
+    typed_parameter,
+)
 from .runner import FORMATS, SECTIONS, notebook_parameters, run_section, write_index
-
-
-def parse_value(text: str):
-    """A ``-p`` value as papermill would type it: numbers, booleans, None, lists; otherwise a string."""
-    if text in ("None", "none", "null", "~"):
-        return None
-    # YAML 1.1 reads "1e-3" as a string; papermill's -p makes it a float, so try numbers first.
-    for number in (int, float):
-        try:
-            return number(text)
-        except ValueError:
-            pass
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    # dicts too: a grid ({parameter: [values]}) or an architecture spec given with -p
-    return text if value is None else value
-
-
-NONE_WORDS = ("None", "none", "null", "~")
-
-
-def declared_type(name: str, declared: dict | None):
-    """The type of a notebook parameter's default value (papermill's inspected ``default``), or None."""
-    import ast
-
-    default = (declared or {}).get(name, {}).get("default")
-    try:
-        return type(ast.literal_eval(default)) if default is not None else None
-    except (ValueError, SyntaxError):
-        return None
-
-
-def typed_parameter(name: str, text: str, declared: dict | None):
-    """A parameter given as text (``-p``, a CSV cell, a YAML scalar), typed by the notebook parameter it fills.
-
-    A parameter whose default is text keeps the text as given, so identifiers stay identifiers: student id
-    ``0042`` is not the number 42 (nor ``0123`` the octal 83), ``yes`` is not True. A mapping or list written
-    for it (``init: {linear: normal}``) is still read as one. Other parameters are typed as papermill's ``-p``
-    types them (:func:`parse_value`).
-    """
-    text = text.strip()
-    if declared_type(name, declared) is str and text not in NONE_WORDS and not text.startswith(("{", "[")):
-        return text
-    return parse_value(text)
-
-
-def load_yaml_parameters(node, declared: dict | None) -> dict:
-    """A YAML mapping node as parameters, each scalar typed by :func:`typed_parameter` from its source text
-    (YAML itself would read ``author_id: 0123`` as the octal number 83); lists and mappings as YAML reads them."""
-    loader = yaml.SafeLoader("")
-    out = {}
-    for key_node, value_node in node.value:
-        key = str(loader.construct_object(key_node, deep=True))
-        if isinstance(value_node, yaml.ScalarNode) and value_node.style is None:
-            out[key] = typed_parameter(key, value_node.value, declared)
-        else:
-            out[key] = loader.construct_object(value_node, deep=True)
-    return out
+from .textfiles import InputError
 
 
 def parameters_help() -> str:
@@ -106,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="set a notebook parameter, e.g. -p classes '[1, 3, 5, 7, 9]' (repeatable)")
     run.add_argument("-f", "--parameters-file", type=Path, help="YAML file of parameters (name: value)")
+    run.add_argument("--check", action="store_true",
+                     help="check the parameters (and a --batch file's rows) as each notebook will, every grid "
+                          "configuration included, print them and exit: 0 when valid, 2 otherwise; nothing runs")
     run.add_argument("--no-input", action="store_true", help="hide code cells in the HTML/PDF reports")
     run.add_argument("--formats", default="html,pdf", help="comma-separated: html, pdf (default: html,pdf)")
     run.add_argument("--batch", type=Path, help="CSV or YAML of parameter sets, one report folder per row")
@@ -132,28 +81,44 @@ def build_parser() -> argparse.ArgumentParser:
                           "shared by a batch's rows and reruns (default: $HELPERS_CACHE_DIR, else OUTPUT_DIR/.cache)")
     run.add_argument("--no-cache", action="store_true",
                      help="compute everything and keep nothing in the cache (also: HELPERS_CACHE=off)")
+    run.add_argument("--shared-cache", action="store_true",
+                     help="also read cache entries other users made (also: HELPERS_CACHE_SHARED=1): whoever can write "
+                          "the cache folder then decides your results; by default only your own entries are read")
     sub.add_parser("params", help="list every section's parameters and defaults")
-    verify = sub.add_parser("verify", help="re-execute a report from what it recorded and compare every number",
-                            description="Checks each metrics.json under REPORT_DIR (a section, a report of several "
-                            "sections, or a batch folder): its fingerprint (numbers edited by hand, a notebook changed "
-                            "since), then reruns the section with the recorded parameters and seed into a temporary "
-                            "folder and compares every number. Exit status 0 when all agree.")
+    verify = sub.add_parser("verify", help="check hand-ins: the page against metrics.json, both against a rerun",
+                            description="Checks each report under REPORT_DIR (a section, a report of several "
+                            "sections, or a batch folder of hand-ins): its fingerprint, its data digest (Fashion-MNIST's "
+                            "known one), its HTML against its metrics.json, then reruns the toolkit's notebook with the "
+                            "recorded parameters (no path of the hand-in: the data are the instructor's) and compares "
+                            "every number, the page and the timings. One OK or FAIL line per report; exit status 1 "
+                            "when any fails. Run it as `fashion-report verify` or `python -P -m helpers verify`: plain "
+                            "`python -m helpers` imports a helpers/ folder of the current folder first.")
     verify.add_argument("report_dir", type=Path, metavar="REPORT_DIR")
     verify.add_argument("--tolerance", type=float, default=1e-6,
                         help="relative difference allowed when the rerun's device or versions differ from the "
                              "report's (default 1e-6); on the same machine and versions numbers must be equal")
+    verify.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="stop a rerun after this many seconds: the report is a FAIL (default: no limit)")
+    verify.add_argument("--reference-data", type=Path, default=None, metavar="FOLDER",
+                        help="the Fashion-MNIST copy reruns read, accepted even if it is not the known data set "
+                             "(default: $FASHION_MNIST_DIR, data/, Debian's folder, which must hold the real one)")
+    verify.add_argument("--data-root", type=Path, default=None, metavar="FOLDER",
+                        help="the instructor's copies of image-folder data sets, by folder name (a report whose "
+                             "dataset is a folder is otherwise not verifiable)")
+    verify.add_argument("--metrics-only", action="store_true",
+                        help="a report without its HTML is checked on metrics.json alone, not failed")
     return parser
 
 
 def collect_parameters(args, declared: dict | None = None) -> dict:
     """``-f`` file then ``-p`` values, each typed by the notebook parameter it fills (``declared``)."""
     params = {}
-    if args.parameters_file:
-        node = yaml.compose(args.parameters_file.read_text())
-        if node is not None and not isinstance(node, yaml.MappingNode):
-            raise SystemExit(f"error: {args.parameters_file}: expected a mapping of name: value")
-        params.update(load_yaml_parameters(node, declared) if node is not None else {})
-    params.update({name: typed_parameter(name, value, declared) for name, value in args.parameter})
+    try:
+        if args.parameters_file:
+            params.update(read_parameters_file(Path(args.parameters_file), declared))
+        params.update({name: typed_parameter(name, value, declared) for name, value in args.parameter})
+    except InputError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.profile:
         if params.get("profile") not in (None, args.profile):
             raise SystemExit(f"error: --profile {args.profile} and parameter profile={params['profile']!r} disagree; "
@@ -171,6 +136,46 @@ def route_parameters(sections: list[str], params: dict) -> dict[str, dict]:
         raise SystemExit(f"error: unknown parameter(s) {', '.join(unknown)} for section(s) {', '.join(sections)}; "
                          f"allowed: {', '.join(allowed)}")
     return {s: {k: v for k, v in params.items() if k in declared[s]} for s in sections}
+
+
+def check_section(section: str, parameters: dict, output_dir: Path):
+    """What ``section``'s notebook makes of ``parameters`` as ``run`` hands them to it: its parameters cell's
+    defaults, then these (papermill's injected cell), validated by the :func:`~helpers.config.make_config` its next
+    cell calls, in the folder its kernel runs in. Returns the :class:`~helpers.config.Config`; raises
+    :class:`~helpers.config.ConfigError`. Starts no kernel: a check takes a fraction of a second."""
+    import ast
+    import contextlib
+    import importlib
+
+    from .config import make_config
+    from .paths import NOTEBOOKS_DIR
+
+    importlib.import_module(f"{__package__}.{section}")  # the notebook's own import, which registers the section
+    namespace = {k: ast.literal_eval(v["default"]) for k, v in notebook_parameters(section).items()}
+    namespace.update({**parameters, "output_dir": str((Path(output_dir) / section).resolve())})
+    with contextlib.chdir(NOTEBOOKS_DIR):  # relative paths (data_dir, dataset) resolve as the kernel's do
+        return make_config(section, namespace)
+
+
+def check_command(sections: list[str], routed: dict[str, dict], output_dir: Path) -> int:
+    """``run --check``: each section's resolved parameters and grid configurations, or its error; 0 or 2."""
+    from .config import ConfigError, get_section
+
+    failed = []
+    for section in sections:
+        try:
+            cfg = check_section(section, routed[section], output_dir)
+        except ConfigError as exc:
+            print(f"error: {section}: {exc}", file=sys.stderr)
+            failed.append(section)
+            continue
+        print(f"{section}: valid ({SECTIONS[section][0]}); resolved parameters:")
+        for name in notebook_parameters(section):
+            print(f"  {name} = {cfg.get(name)!r}")
+        for grid in get_section(section).grids:
+            names = [c["name"] for c in cfg[f"{grid}_configs"]]
+            print(f"  {grid}: {len(names)} configuration(s): {', '.join(names)}")
+    return 2 if failed else 0
 
 
 def check_writable(folder: Path) -> None:
@@ -196,6 +201,8 @@ def use_cache(args) -> None:
         os.environ[ENV_DIR] = str((args.cache_dir or args.output_dir / ".cache").expanduser().resolve())
     if args.no_cache:
         os.environ[ENV_SWITCH] = "off"
+    if getattr(args, "shared_cache", False):
+        os.environ["HELPERS_CACHE_SHARED"] = "1"  # helpers.cache_trust: other users' entries are read too
 
 
 def run_command(args) -> int:
@@ -212,15 +219,19 @@ def run_command(args) -> int:
         raise SystemExit("error: --retries must be >= 0 and --row-timeout > 0 seconds")
     declared = {k: v for s in sections for k, v in notebook_parameters(s).items()}
     params = collect_parameters(args, declared)
-    use_cache(args)
+    if args.check and not args.batch:
+        return check_command(sections, route_parameters(sections, params), args.output_dir)
+    if not args.check:  # a check writes nothing, and leaves this process's environment as it was
+        use_cache(args)
     if args.batch:
         from .batch import run_batch
 
-        check_writable(args.output_dir)
+        if not args.check:
+            check_writable(args.output_dir)
         return run_batch(args.batch, sections=sections, output_dir=args.output_dir, common=params,
                          no_input=args.no_input, formats=formats, jobs=args.jobs, resume=args.resume,
                          timeout=args.timeout, executor=args.executor, scheduler=args.scheduler,
-                         retries=args.retries, row_timeout=args.row_timeout)
+                         retries=args.retries, row_timeout=args.row_timeout, check=args.check)
     routed = route_parameters(sections, params)
     check_writable(args.output_dir)
     start = time.perf_counter()
@@ -231,7 +242,7 @@ def run_command(args) -> int:
                            formats=formats, resume=args.resume, timeout=args.timeout, **quiet) for s in sections]
     index = write_index(args.output_dir, results)
     # what each section ended as, for a batch row's summary (and for anyone scripting around the command)
-    (args.output_dir / "run.json").write_text(json.dumps(results, indent=1, default=str))
+    atomic.write_text(args.output_dir / "run.json", json.dumps(results, indent=1, default=str))
     print(f"\nSummary ({time.perf_counter() - start:.0f} s in all); index: {index}")
     for r in results:
         h = r.get("headline") or {}
@@ -254,7 +265,11 @@ def main(argv=None) -> int:
         from .verify import verify_folder
 
         os.environ["HELPERS_PROGRESS"] = "0"
-        return 0 if verify_folder(args.report_dir, tolerance=args.tolerance) else 1
+        if args.timeout is not None and args.timeout <= 0:
+            raise SystemExit(f"error: --timeout {args.timeout:g}: must be > 0 seconds")
+        return 0 if verify_folder(args.report_dir, tolerance=args.tolerance, timeout=args.timeout,
+                                  reference_data=args.reference_data, data_root=args.data_root,
+                                  metrics_only=args.metrics_only) else 1
     return run_command(args)
 
 

@@ -163,7 +163,9 @@ def check_run(s: dict) -> None:
 
 
 SECTION = register_section(Section("cnn", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
-                                   grids=("grid", "search"), stages=STAGES))
+                                   grids=("grid", "search"), stages=STAGES,
+                                   choices={"pool": BLOCK_POOLS, "norm": NORMS, "precision": PRECISIONS,
+                                            "test_flip": TEST_FLIPS, "final_augment": FINAL_AUGMENTS}))
 
 
 def stage_base(cfg, stage: str) -> dict:

@@ -8,14 +8,14 @@ trains, naming the parameter, the value and what is allowed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from .augment import Augment
 from .data import check_classes
 from .paths import PROJECT_ROOT
-from .training import DEVICES
+from .training import DEVICES, OPTIMIZERS, SCHEDULES
 
 PROFILE_NAMES = ("smoke", "quick", "full")
 # The smoke profile runs every cell in seconds whatever a parameters file asks: epoch counts are capped.
@@ -41,9 +41,11 @@ class Section:
     """What :func:`make_config` needs to know of a report section; each section module registers its own.
 
     ``parameters`` are the names of the notebook's ``parameters`` cell; ``profiles`` what each profile sets for
-    parameters left as None; ``validate(p)`` the report-level checks (it may fill a grid's default from its
-    shorthands); ``check_run(settings)`` the checks of one training run's settings, applied to the base
-    parameters and to every configuration of each grid in ``grids``; ``run_parameters`` what a grid may vary.
+    parameters left as None; ``choices`` the words a parameter takes (beside :data:`COMMON_CHOICES`), so that a
+    command line or a spreadsheet cell ``none`` stays the word where it is one of them; ``validate(p)`` the
+    report-level checks (it may fill a grid's default from its shorthands); ``check_run(settings)`` the checks of
+    one training run's settings, applied to the base parameters and to every configuration of each grid in
+    ``grids``; ``run_parameters`` what a grid may vary.
     """
 
     name: str
@@ -54,9 +56,28 @@ class Section:
     run_parameters: tuple
     grids: tuple = ("grid",)
     stages: dict | None = None  # grid -> {run setting: report parameter it comes from}, e.g. epochs <- grid_epochs
+    choices: dict = field(default_factory=dict)  # parameter -> the words it takes, e.g. pool: ("max", "avg", "none")
 
 
 _REGISTRY: dict[str, Section] = {}
+# words the checks of this module allow, for every section that declares the parameter
+COMMON_CHOICES = {"profile": PROFILE_NAMES, "evaluate_test": ("best", "all"), "optimizer": OPTIMIZERS,
+                  "schedule": SCHEDULES}
+
+
+def parameter_choices(section: str) -> dict[str, tuple]:
+    """The words each parameter of ``section`` takes: :data:`COMMON_CHOICES` it declares, and its own."""
+    sec = get_section(section)
+    return {**{k: v for k, v in COMMON_CHOICES.items() if k in sec.parameters}, **sec.choices}
+
+
+def value_words(name: str) -> tuple:
+    """The words parameter ``name`` takes in any registered section (a ``-p`` value goes to every section that
+    declares it): ``schedule`` gives ('none', 'step', 'cosine', 'onecycle'); a parameter of no words gives ()."""
+    words: list = []
+    for section in _REGISTRY:
+        words += [w for w in parameter_choices(section).get(name, ()) if w not in words]
+    return tuple(words)
 
 
 def register_section(section: Section) -> Section:
@@ -199,7 +220,7 @@ def common_checks(p: dict) -> dict:
     if "repeats" in p:
         check_positive("repeats", p["repeats"], integer=True)
     if "evaluate_test" in p:
-        check_choice("evaluate_test", p["evaluate_test"], ("best", "all"))
+        check_choice("evaluate_test", p["evaluate_test"], COMMON_CHOICES["evaluate_test"])
     if "val_fraction" in p:
         check_fraction("val_fraction", p["val_fraction"])
     if "stratified" in p:
@@ -283,7 +304,6 @@ def check_training(s: dict, *, lr_optional: bool = False) -> None:
     """Checks of the settings every trained run has (epochs, batch size, optimizer and its numbers, schedule,
     label smoothing, initialisation); ``lr`` may be None where the section picks one per optimizer."""
     from .models import check_init
-    from .training import OPTIMIZERS, SCHEDULES
 
     for key in ("epochs", "batch_size"):
         if key in s:

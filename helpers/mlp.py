@@ -69,7 +69,8 @@ def check_run(s: dict) -> None:
         raise ConfigError("parameter dropout=0 is not allowed with regularizer 'dropout'; allowed: a number in (0, 1)")
 
 
-SECTION = register_section(Section("mlp", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS))
+SECTION = register_section(Section("mlp", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
+                                   choices={"activation": tuple(ACTIVATIONS), "regularizer": REGULARIZERS}))
 
 
 def build_model(s: dict, *, num_classes: int, seed: int | None = None):

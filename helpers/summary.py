@@ -7,6 +7,8 @@ and links to the reports. The page works offline (CSS and the few lines of JS th
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import re
@@ -16,11 +18,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_path, write_text
 from .report import read_metrics
 from .runner import SECTIONS
 
 IDENTITY = ("name", "author_name", "author_id")  # who the row is, not what was assigned
 FIGURE_FORMATS = ("png", "svg")
+# a cell a spreadsheet would run as a formula (OWASP "CSV injection"): =HYPERLINK(...), =cmd|' /C calc'!A0, @SUM(...)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# a spreadsheet set to another separator (";" in most of Europe) starts a cell after any ",", ";" or tab in a cell
+INNER_FORMULA = re.compile(r"([,;\t]\s*)(?=[=@]|[+-](?![\d.]))")
+
+
+def spreadsheet_safe(value):
+    """A ``summary.csv`` cell no spreadsheet runs: text starting with ``=``, ``+``, ``-``, ``@``, a tab or a line
+    break gets a leading ``'`` (shown as text, the quote hidden), and so does every part of it after a ``,``, ``;``
+    or tab that would start a formula where the spreadsheet splits cells there (``Ada;=1+1``). Numbers stay numbers,
+    ``-0.5`` and ``"-3"`` included (a number is not a formula), as do lists of them (``[-0.5, -1]``)."""
+    if not isinstance(value, str):
+        return value
+    value = INNER_FORMULA.sub(r"\1'", value)
+    return "'" + value if value.startswith(FORMULA_START) and not NUMBER.fullmatch(value) else value
 
 
 def shown(value) -> str:
@@ -61,7 +80,7 @@ def class_table(output_dir: Path, results: list[dict]) -> pd.DataFrame:
     for r in results:
         params = r.get("params", {})
         folder = output_dir / r["name"] if r.get("name") else None
-        rec = {"line": r["line"], "name": params.get("author_name") or r.get("name", ""),
+        rec = {"line": r["line"], "name": params.get("author_name") or params.get("name") or r.get("name", ""),
                "id": params.get("author_id", ""), **{k: shown(params.get(k, "")) for k in varied}}
         for s in sections:
             metrics = read_metrics(folder / s) if folder and s in r.get("sections", []) else {}
@@ -155,8 +174,9 @@ def plot_accuracy_by_parameter(table: pd.DataFrame, parameter: str):
 
 def save_figure(fig, folder: Path, stem: str) -> list[Path]:
     paths = [folder / f"{stem}.{ext}" for ext in FIGURE_FORMATS]
-    for path in paths:
-        fig.savefig(path, dpi=110)
+    for path, ext in zip(paths, FIGURE_FORMATS):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=ext)
     return paths
 
 
@@ -228,6 +248,14 @@ def cell(column: str, value) -> str:
     return f"<td>{html.escape(str(value))}</td>"
 
 
+def class_page_policy() -> str:
+    """The class page's Content-Security-Policy: its own figures and inline styles, and no script but its own sort
+    script (allowed by its digest), so a value that escaped escaping still could not run or load anything."""
+    digest = base64.b64encode(hashlib.sha256(SORT_JS.encode()).digest()).decode()
+    return (f"default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
+            "base-uri 'none'; form-action 'none'")
+
+
 def class_page(table: pd.DataFrame, figures: list[dict], *, source: str) -> str:
     """The class's ``index.html``: counts, the figures, the sortable table."""
     head = "".join(f"<th title='click to sort'>{html.escape(c.replace('_', ' '))}</th>" for c in table.columns)
@@ -243,7 +271,8 @@ def class_page(table: pd.DataFrame, figures: list[dict], *, source: str) -> str:
                    f"<figcaption>{html.escape(f['title'])} (<a href='{f['svg']}'>SVG</a>, "
                    f"<a href='{f['png']}'>PNG</a>)</figcaption></figure>" for f in figures)
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Class summary: {html.escape(source)}</title>
+<html lang="en"><head><meta http-equiv="Content-Security-Policy" content="{class_page_policy()}">
+<meta charset="utf-8"><title>Class summary: {html.escape(source)}</title>
 <style>{CSS}</style></head><body>
 <h1>Class summary: {html.escape(source)}</h1>
 <p class="stats">{ok} of {len(table)} reports ok. {'; '.join(stats)}. Generated {time.strftime('%Y-%m-%d %H:%M')};
@@ -260,8 +289,14 @@ def write_summary(output_dir: Path, results: list[dict], *, source: str) -> dict
     output_dir = Path(output_dir)
     table = class_table(output_dir, results)
     csv_path = output_dir / "summary.csv"
-    table.to_csv(csv_path, index=False)
+    # every cell and header made safe for a spreadsheet (numeric columns are numbers already); CRLF line ends, as
+    # RFC 4180 has them, so that a cell holding a lone CR is quoted too and cannot start a row of its own
+    safe = table.rename(columns=spreadsheet_safe)
+    for i, dtype in enumerate(safe.dtypes):
+        if not pd.api.types.is_numeric_dtype(dtype):
+            safe.isetitem(i, safe.iloc[:, i].map(spreadsheet_safe))
+    write_text(csv_path, safe.to_csv(index=False, lineterminator="\r\n"))
     figures = class_figures(output_dir, table)
     page = output_dir / "index.html"
-    page.write_text(class_page(table, figures, source=source), encoding="utf-8")
+    write_text(page, class_page(table, figures, source=source))
     return {"csv": csv_path, "html": page, "figures": [output_dir / f["png"] for f in figures]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -147,21 +148,44 @@ def test_pdf_pages_are_not_blank(tmp_path, fake_data_dir):
 
 
 def test_batch_runs_rows_and_reports_a_bad_row(tmp_path, fake_data_dir):
+    """A class file as Excel saves it (a byte-order mark, CRLF): rows named in any script, values that look like
+    options, a formula for a spreadsheet; a bad row is reported and the others run."""
     batch = tmp_path / "students.csv"
     batch.write_text(
         "name,author_id,sections,optimizers,regularizers\n"
-        'Ada Lovelace,A1,mlp,"[""adam""]","[""none""]"\n'
+        '-Ada,"=HYPERLINK(""http://x"")",mlp,"[""adam""]","[""none""]"\n'
         "Bad Row,B2,mlp,adam,\"[\"\"none\"\"]\"\n"
-        "Cy Typo,C3,mlp,\"[\"\"adam\"\"]\",\"[\"\"none\"\"]\"\n"
-    )
+        "李雷,--output-dir=/tmp/x,mlp,\"[\"\"adam\"\"]\",\"[\"\"none\"\"]\"\n", encoding="utf-8-sig", newline="\r\n")
     done = cli("run", "--batch", batch, "--profile", "smoke", "--output-dir", tmp_path / "out", "--formats", "html",
                "-p", "data_dir", fake_data_dir, "--jobs", "2")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "line 3" in done.stdout  # the row with a plain string where a list is needed
-    for name in ("Ada_Lovelace", "Cy_Typo"):
-        metrics = json.loads((tmp_path / "out" / name / "mlp" / "metrics.json").read_text())
-        assert metrics["parameters"]["author_name"] == name.replace("_", " ")
+    for folder, name, sid in (("Ada", "-Ada", '=HYPERLINK("http://x")'), ("李雷", "李雷", "--output-dir=/tmp/x")):
+        metrics = json.loads((tmp_path / "out" / folder / "mlp" / "metrics.json").read_text())
+        assert (metrics["parameters"]["author_name"], metrics["parameters"]["author_id"]) == (name, sid)
     index = (tmp_path / "out" / "index.html").read_text()
-    assert "Ada_Lovelace/index.html" in index and "Bad_Row" in index
+    assert "Ada/index.html" in index and "李雷/index.html" in index and "Bad Row" in index
     # the bad row's own error, not "exit 1; see run.log"
     assert "ConfigError" in index and "optimizers" in index and "exit 1" not in index
+    with (tmp_path / "out" / "summary.csv").open(newline="", encoding="utf-8") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    # what a spreadsheet would run is text there: a leading quote
+    assert rows["李雷"]["status"] == "ok" and rows["'-Ada"]["id"] == "'" + '=HYPERLINK("http://x")'
+
+
+def test_a_batch_is_checked_row_by_row_without_running_or_writing(tmp_path, capsys):
+    from helpers.cli import main
+
+    batch = tmp_path / "students.csv"
+    batch.write_text("name,schedule,lr,optimizers\nAda,none,0.1,[adam]\nBob,sometimes,0.1,[adam]\nCy,,-1,\n"
+                     "ada,none,0.1,[adam]\n")
+    code = main(["run", "mlp", "--batch", str(batch), "--profile", "smoke", "--output-dir", str(tmp_path / "out"),
+                 "--check"])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "line 2: Ada: valid (mlp)" in out
+    assert re.search(r"error: line 3: Bob: mlp: .*schedule='sometimes' is not allowed", out)
+    assert re.search(r"error: line 4: Cy: mlp: .*lr=-1 is not allowed", out)
+    assert re.search(r"error: line 5: folder 'ada' differs only by case .* from 'Ada', used by line 2", out)
+    assert "batch check: 1 of 4 rows valid; nothing was run" in out
+    assert not (tmp_path / "out").exists()

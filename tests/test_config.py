@@ -165,3 +165,20 @@ def test_augment_from_parameters():
     assert aug.rotation == 10 and aug.hflip and aug.active
     with pytest.raises(ConfigError, match="aug_noise_std"):
         augment_from({"aug_noise_std": -1})
+
+
+@pytest.mark.parametrize("section", ["mlp", "cnn", "transfer", "autoencoder"])
+def test_the_words_a_section_registers_are_the_values_its_checks_allow(section):
+    """Each parameter's registered words (which keep ``schedule none`` the word on a command line or in a
+    spreadsheet) are each accepted by make_config, and a word outside them is refused naming the parameter."""
+    from helpers import autoencoder, transfer  # noqa: F401  (registers them)
+    from helpers.config import parameter_choices
+
+    namespace = {**notebook_namespace(section), "profile": "smoke"}
+    words = parameter_choices(section)
+    assert words and set(words) <= set(namespace)
+    for name, allowed in words.items():
+        for word in allowed:
+            assert make_config(section, {**namespace, name: word})[name] == word
+        with pytest.raises(ConfigError, match=f"{name}"):
+            make_config(section, {**namespace, name: "sometimes"})
