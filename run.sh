@@ -97,9 +97,10 @@ case "$cmd" in
         setup_python; setup_system
         # the real-data test is skipped (with its reason) when no data can be had
         get_data || echo "note: no Fashion-MNIST here; the real-data test will be skipped"
-        # two test processes (TEST_WORKERS=0: one): the suite's time is mostly kernels starting, which overlap well
+        # two test processes (TEST_WORKERS=0: one): the suite's time is mostly kernels starting, which overlap well;
+        # worksteal hands a finished worker the tests still queued for the other, so neither ends long alone
         say "running the tests on ${TEST_WORKERS:-2} processes"
-        exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-2}" "$@" ;;
+        exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-2}" --dist worksteal "$@" ;;
     *)
         sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
