@@ -158,3 +158,17 @@ def fake_sets(fake_data_dir) -> dict:
     from helpers.data import load_fashion_mnist
 
     return load_fashion_mnist(fake_data_dir)
+
+
+def stop_processes(procs) -> None:
+    """Stop the processes a test started (Dask schedulers and workers), the last started first; kill any that do
+    not end within 30 s."""
+    import subprocess
+
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()

@@ -20,6 +20,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from tests.conftest import stop_processes  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = ("name,author_id,regularizers,init\n"
         "Ada Lovelace,A1,[none],default\n"
@@ -95,13 +97,7 @@ def separate_cluster(tmp_path):
                  "--no-dashboard"], env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
         yield address, procs[1:]
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 def row_processes(worker: subprocess.Popen) -> list[psutil.Process]:

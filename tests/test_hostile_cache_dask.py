@@ -27,6 +27,7 @@ import torch
 
 from helpers import cache, report
 from helpers.data import load_fashion_mnist
+from tests.conftest import stop_processes
 
 TEST_LABELS = "t10k-labels-idx1-ubyte"
 
@@ -396,13 +397,7 @@ def tls_scheduler(tmp_path):
                                       stderr=subprocess.DEVNULL, cwd=tmp_path))
         yield address, certs
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 def use_certificate(monkeypatch, cert: dict) -> None:
