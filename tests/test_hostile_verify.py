@@ -195,14 +195,21 @@ def test_a_removed_or_inconsistent_fingerprint_fails(handin, tmp_path, fake_data
     assert "parameters were changed after the run" in out
 
 
-def test_an_edited_number_with_its_digests_recomputed_fails_beside_the_rerun(handin, tmp_path, fake_data_dir,
-                                                                            stand_in_rerun):
-    folder = copy(handin, tmp_path / "ada")
+def forge_accuracy(folder: Path) -> str:
+    """The forger's best: test accuracy 93.50% in metrics.json, every digest recomputed, and the page edited to match;
+    returns the accuracy the page showed before."""
     shown = accuracy_text(folder)
     metrics = metrics_of(folder)
     metrics["best"]["test"]["accuracy"] = 0.935
     write_metrics(folder, metrics, refingerprint=True)
     edit_page(folder, f"test accuracy <strong>{shown}</strong>", "test accuracy <strong>93.50%</strong>")
+    return shown
+
+
+def test_an_edited_number_with_its_digests_recomputed_fails_beside_the_rerun(handin, tmp_path, fake_data_dir,
+                                                                            stand_in_rerun):
+    folder = copy(handin, tmp_path / "ada")
+    shown = forge_accuracy(folder)
     ok, out = verify(folder, fake_data_dir)
     assert not ok, out
     assert re.search(r"best\.test\.accuracy\s+report\s+0\.935\s+rerun", out)
@@ -463,12 +470,7 @@ def test_a_rerun_that_fails_is_a_fail_line(handin, tmp_path, fake_data_dir, monk
 def test_a_forgery_with_every_digest_recomputed_is_caught_by_a_real_rerun(handin, tmp_path, fake_data_dir):
     batch = tmp_path / "batch"
     copy(handin, batch / "honest")
-    forged = copy(handin, batch / "forged")
-    shown = accuracy_text(forged)
-    metrics = metrics_of(forged)
-    metrics["best"]["test"]["accuracy"] = 0.935
-    write_metrics(forged, metrics, refingerprint=True)
-    edit_page(forged, f"test accuracy <strong>{shown}</strong>", "test accuracy <strong>93.50%</strong>")
+    forge_accuracy(copy(handin, batch / "forged"))
     ok, out = verify(batch, fake_data_dir)  # the two share one rerun: the same parameters
     assert not ok, out
     assert re.search(r"^OK .*honest/mlp", out, re.M) and re.search(r"^FAIL .*forged/mlp", out, re.M)
