@@ -172,3 +172,11 @@ def stop_processes(procs) -> None:
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+@pytest.fixture(autouse=True)
+def _in_the_repository_root(monkeypatch):
+    """Every test starts in the repository root, as the README's commands are typed there, and whatever folder a
+    test leaves the process in is undone after it (papermill's in-process ``chdir`` is not thread-safe: two runs in
+    one process can leave the working folder in notebooks/, and a later test's relative paths would then miss)."""
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
