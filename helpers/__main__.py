@@ -1,6 +1,6 @@
 import sys
 
-from .cli import main
+from helpers.cli.main import main
 
 # `python -m helpers` puts the current folder first on the import path: inside a student's hand-in, a helpers/
 # folder there would have been imported instead of this package (and run as the grader). This copy is the real

@@ -47,8 +47,8 @@ from pathlib import Path
 
 import torch
 
-from . import cache_trust as trust
-from .config import PROJECT_ROOT
+from helpers import cache_trust as trust
+from helpers.engine.config import PROJECT_ROOT
 
 ENV_DIR = "HELPERS_CACHE_DIR"
 ENV_SWITCH = "HELPERS_CACHE"
@@ -91,22 +91,26 @@ def make_key(parts: Mapping) -> str:
     return hashlib.sha256(canonical(parts).encode()).hexdigest()
 
 
-# Modules that run, show or check reports but compute nothing that is cached (the command line, batches,
-# kernels, export, progress, figures, the metrics layout, verify): a change to them keeps the cache valid.
-NOT_COMPUTING = frozenset({
-    "__main__.py", "atomic.py", "batch.py", "batchfile.py", "cache_trust.py", "cli.py", "dask_security.py",
-    "escape.py", "executors.py", "export.py", "folderlock.py", "kernels.py", "parameters.py", "paths.py", "plots.py",
-    "progress.py", "report.py", "runner.py", "summary.py", "textfiles.py", "verify.py", "verify_html.py",
-    "verify_inputs.py", "verify_page.py", "verify_report.py"})
+# What runs, shows or checks reports but computes nothing that is cached (the command line, batches, kernels,
+# export, figures, the metrics layout, verify, progress, and the plain-file helpers): a change to them keeps the
+# cache valid. Whole rooms by folder, single modules by path, relative to the package.
+NOT_COMPUTING_ROOMS = ("cli", "reporting")
+NOT_COMPUTING = frozenset({"__init__.py", "__main__.py", "atomic.py", "cache_trust.py", "escape.py", "paths.py",
+                           "textfiles.py", "engine/progress.py"})
+
+
+def computes(relative: str) -> bool:
+    """Whether the module at ``relative`` (a path inside the package) can change a cached result."""
+    return relative not in NOT_COMPUTING and relative.split("/", 1)[0] not in NOT_COMPUTING_ROOMS
 
 
 @functools.cache
 def code_digest() -> str:
     """Digest of the package's Python source that computes results: a change to any such line of ``helpers``
-    (:data:`NOT_COMPUTING` aside) makes every key new."""
+    (:func:`computes`) makes every key new."""
     root = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*.py") if p.relative_to(root).as_posix() not in NOT_COMPUTING):
+    for path in sorted(p for p in root.rglob("*.py") if computes(p.relative_to(root).as_posix())):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -117,7 +121,7 @@ def environment_parts(device="auto") -> dict:
     import numpy
     import torchvision
 
-    from .training import resolve_device
+    from helpers.engine.training import resolve_device
 
     dev = resolve_device(device)
     return {"format": FORMAT, "code": code_digest(), "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -146,7 +150,7 @@ def tensor_digest(t: torch.Tensor) -> str:
 
 
 def data_digest(data) -> str | None:
-    """Digest of an :class:`~helpers.data.ImageSet` (images, labels, class names); None for None."""
+    """Digest of an :class:`~helpers.data.fashion.ImageSet` (images, labels, class names); None for None."""
     if data is None:
         return None
     return make_key([tensor_digest(data.X), tensor_digest(data.y), list(data.class_names)])[:16]
@@ -313,7 +317,7 @@ def store(kind: str, key: str, write: Callable[[Path], None], *, parts: Mapping,
 
 def link_or_copy(src: Path, dst: Path) -> None:
     """``dst`` as a hard link to ``src`` (no second copy on one disk), else a copy. Checkpoints are replaced,
-    never written in place (:func:`helpers.training.save_checkpoint`), so a linked file is never changed."""
+    never written in place (:func:`helpers.engine.training.save_checkpoint`), so a linked file is never changed."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.unlink(missing_ok=True)
     try:
@@ -383,7 +387,7 @@ def bound_parts(fn, settings: Mapping) -> list:
 
 
 def _bound_part(value, settings: Mapping):
-    from .data import ImageSet
+    from helpers.data.fashion import ImageSet
 
     if hasattr(value, "cache_key"):
         return value.cache_key(settings)
@@ -395,6 +399,6 @@ def _bound_part(value, settings: Mapping):
 
 
 def callable_name(fn) -> str:
-    """``helpers.mlp.train_one`` for a function (the inner function of a ``functools.partial``)."""
+    """``helpers.sections.mlp.train_one`` for a function (the inner function of a ``functools.partial``)."""
     fn = fn.func if isinstance(fn, functools.partial) else fn
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"

@@ -5,7 +5,7 @@ Settings: intra-op threads (1 vs torch's default), fused optimizer kernels, chan
 CNN), ``torch.compile`` (inductor; its compile time is reported apart and counted in ``with compile``), and
 bfloat16 mixed precision (``torch.autocast``). Each row is the median images per second of ``--rounds`` rounds
 that alternate the settings, so a busy machine slows them all alike; ratios are to the row ``baseline``.
-What :func:`helpers.training.fit` does with the answers is in the README's performance section.
+What :func:`helpers.engine.training.fit` does with the answers is in the README's performance section.
 
     python scripts/benchmark_cpu_settings.py
     python scripts/benchmark_cpu_settings.py --models cnn --rounds 5 --json cpu.json
@@ -27,9 +27,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers.architecture import build_from_spec  # noqa: E402
-from helpers.models import build_mlp  # noqa: E402
-from helpers.training import native_bf16  # noqa: E402
+from helpers.models.architecture import build_from_spec  # noqa: E402
+from helpers.models.networks import build_mlp  # noqa: E402
+from helpers.engine.training import native_bf16  # noqa: E402
 
 MODELS = {
     "mlp": {"batch_size": 64, "optimizer": "adam", "lr": 1e-3, "steps": 300},

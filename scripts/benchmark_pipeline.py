@@ -3,7 +3,7 @@
 Two models, as the course trains them:
 
 * ``mlp``: the 256-128-64 tanh MLP, Adam, batch 64, no augmentation;
-* ``cnn``: the ``strong`` CNN preset (:mod:`helpers.architecture`), SGD with Nesterov momentum, batch 128,
+* ``cnn``: the ``strong`` CNN preset (:mod:`helpers.models.architecture`), SGD with Nesterov momentum, batch 128,
   random horizontal flip + 10 degree rotation.
 
 Each is trained three ways on the same images with the same model, batch size and optimizer:
@@ -14,7 +14,7 @@ Each is trained three ways on the same images with the same model, batch size an
 * ``bare``: a plain loop written by hand on in-memory tensors (shuffle by ``randperm``, index a batch, step) with
   PyTorch's defaults (its threads, its optimizer implementation), the model exactly as the toolkit builds it, and
   no augmentation (for the CNN too, so that it measures the loop, not the augmentation);
-* ``toolkit``: :func:`helpers.training.fit` on the in-memory tensors in float32 (batch augmentation on tensors for
+* ``toolkit``: :func:`helpers.engine.training.fit` on the in-memory tensors in float32 (batch augmentation on tensors for
   the CNN; ``toolkit, no aug`` is the same without augmentation, the fair partner of ``bare``), and
   ``toolkit, auto`` as the CNN section trains (``precision="auto"``: bfloat16 mixed precision where the CPU
   computes it in hardware; shown only there).
@@ -52,11 +52,11 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from helpers import data  # noqa: E402
-from helpers.architecture import build_from_spec  # noqa: E402
-from helpers.augment import Augment  # noqa: E402
-from helpers.models import build_mlp  # noqa: E402
-from helpers.training import autocast_dtype, fit, make_optimizer, seed_everything, step_flops  # noqa: E402
+from helpers.data import fashion as data  # noqa: E402
+from helpers.models.architecture import build_from_spec  # noqa: E402
+from helpers.data.augment import Augment  # noqa: E402
+from helpers.models.networks import build_mlp  # noqa: E402
+from helpers.engine.training import autocast_dtype, fit, make_optimizer, seed_everything, step_flops  # noqa: E402
 
 # What each model is trained with in every way (the MLP as report 000 trains it; the CNN as the strong model).
 MODELS = {
@@ -137,7 +137,7 @@ def run_bare(name: str, train: data.ImageSet, spec: dict, *, seed: int, warmup: 
 
 def run_toolkit(name: str, train: data.ImageSet, spec: dict, *, seed: int, warmup: int, augment: bool,
                 precision: str = "fp32") -> float:
-    """Images per second of :func:`helpers.training.fit` over exactly ``steps`` batches (after a warm-up fit)."""
+    """Images per second of :func:`helpers.engine.training.fit` over exactly ``steps`` batches (after a warm-up fit)."""
     aug = Augment(rotation=spec["rotation"], hflip=spec["hflip"]) if augment else None
     kwargs = {"batch_size": spec["batch_size"], "optimizer": spec["optimizer"], "lr": spec["lr"], "momentum": 0.9,
               "nesterov": spec["optimizer"] == "sgd", "augment": aug, "seed": seed, "device": "cpu",

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pytest
 import torch
 
-# File stems of the four IDX files (the same names as helpers.data.FILES, spelled out here so the
+# File stems of the four IDX files (the same names as helpers.data.fashion.FILES, spelled out here so the
 # fixture does not depend on the code under test).
 IDX_FILES = {
     ("train", "images"): "train-images-idx3-ubyte",
@@ -96,8 +96,8 @@ def make_fake_fashion_mnist(folder: str | Path, n_train: int = N_TRAIN, n_test: 
 
 
 def fake_image_set(n: int = N_TRAIN, seed: int = 0):
-    """A :class:`helpers.data.ImageSet` made in memory from :func:`fake_images` (no files)."""
-    from helpers.data import ImageSet
+    """A :class:`helpers.data.fashion.ImageSet` made in memory from :func:`fake_images` (no files)."""
+    from helpers.data.fashion import ImageSet
 
     images, labels = fake_images(n, seed)
     X = torch.from_numpy(images).unsqueeze(1).float() / 255.0
@@ -155,7 +155,7 @@ def fake_data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fake_sets(fake_data_dir) -> dict:
     """``load_fashion_mnist(fake_data_dir)``: {"train": ImageSet, "test": ImageSet, "source": str}."""
-    from helpers.data import load_fashion_mnist
+    from helpers.data.fashion import load_fashion_mnist
 
     return load_fashion_mnist(fake_data_dir)
 

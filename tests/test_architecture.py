@@ -1,4 +1,4 @@
-"""helpers.architecture: CNN specs as data, the presets, the checks before training and the built networks."""
+"""helpers.models.architecture: CNN specs as data, the presets, the checks before training and the built networks."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.architecture import (
+from helpers.models.architecture import (
     PRESETS,
     ArchitectureError,
     build_from_spec,
     check_architecture,
     with_overrides,
 )
-from helpers.models import count_parameters
+from helpers.models.networks import count_parameters
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

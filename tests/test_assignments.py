@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.cli import main
-from helpers.config import PROFILE_NAMES, smoke_cap
-from helpers.runner import NOTEBOOKS_DIR, SECTIONS
+from helpers.cli.main import main
+from helpers.engine.config import PROFILE_NAMES, smoke_cap
+from helpers.cli.runner import NOTEBOOKS_DIR, SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = sorted((NOTEBOOKS_DIR / "assignments").glob("*/*.yaml"))

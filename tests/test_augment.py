@@ -1,4 +1,4 @@
-"""helpers.augment: batch transforms keep shape and range, repeat with a seed, and do what they say."""
+"""helpers.data.augment: batch transforms keep shape and range, repeat with a seed, and do what they say."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from helpers.augment import Augment, color_jitter, gaussian_noise, random_affine, random_erasing, random_hflip
+from helpers.data.augment import Augment, color_jitter, gaussian_noise, random_affine, random_erasing, random_hflip
 
 SETTINGS = {
     "rotation": Augment(rotation=20),

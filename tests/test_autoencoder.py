@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import autoencoder as ae_mod
-from helpers import plots
-from helpers.config import ConfigError, make_config
-from helpers.data import select_classes
+from helpers.sections import autoencoder as ae_mod
+from helpers.reporting import plots
+from helpers.engine.config import ConfigError, make_config
+from helpers.data.fashion import select_classes
 from tests.conftest import fake_image_set
 
 matplotlib.use("Agg")

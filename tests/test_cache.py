@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import backbones, cache, training
-from helpers.backbones import BackboneWeights
-from helpers.data import ImageSet, load_fashion_mnist
-from helpers.experiment import run_cache_parts, run_experiment
-from helpers.models import build_mlp
-from helpers.training import checkpointing, fit
-from helpers.verify import differences, rerun
+from helpers.sections import backbones
+from helpers import cache
+from helpers.engine import training
+from helpers.sections.backbones import BackboneWeights
+from helpers.data.fashion import ImageSet, load_fashion_mnist
+from helpers.engine.experiment import run_cache_parts, run_experiment
+from helpers.models.networks import build_mlp
+from helpers.engine.training import checkpointing, fit
+from helpers.cli.verify import differences, rerun
 from tests.conftest import fake_image_set, make_fake_fashion_mnist
 
 ROOT = Path(__file__).resolve().parent.parent

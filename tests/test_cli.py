@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import parse_value, route_parameters
-from helpers.export import find_chromium
-from helpers.runner import SECTIONS
+from helpers.cli.main import parse_value, route_parameters
+from helpers.reporting.export import find_chromium
+from helpers.cli.runner import SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = find_chromium()
@@ -174,7 +174,7 @@ def test_batch_runs_rows_and_reports_a_bad_row(tmp_path, fake_data_dir):
 
 
 def test_a_batch_is_checked_row_by_row_without_running_or_writing(tmp_path, capsys):
-    from helpers.cli import main
+    from helpers.cli.main import main
 
     batch = tmp_path / "students.csv"
     batch.write_text("name,schedule,lr,optimizers\nAda,none,0.1,[adam]\nBob,sometimes,0.1,[adam]\nCy,,-1,\n"

@@ -1,4 +1,4 @@
-"""helpers.cnn: one CNN run from its settings (architecture overrides, optimizer, initialisation, augmentation),
+"""helpers.sections.cnn: one CNN run from its settings (architecture overrides, optimizer, initialisation, augmentation),
 the comparisons' configurations and checks, augmentation on/off, the data behind the figures."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import cnn, report
-from helpers.augment import Augment
-from helpers.config import ConfigError, augment_from, make_config
-from helpers.data import CLASS_NAMES, load_splits
-from helpers.experiment import best_config, run_experiment
-from helpers.models import count_parameters
-from helpers.plots import plot_feature_maps
-from helpers.runner import notebook_path
+from helpers.sections import cnn
+from helpers.reporting import report
+from helpers.data.augment import Augment
+from helpers.engine.config import ConfigError, augment_from, make_config
+from helpers.data.fashion import CLASS_NAMES, load_splits
+from helpers.engine.experiment import best_config, run_experiment
+from helpers.models.networks import count_parameters
+from helpers.reporting.plots import plot_feature_maps
+from helpers.cli.runner import notebook_path
 from tests.conftest import fake_image_set
 
 matplotlib.use("Agg")
@@ -118,7 +119,7 @@ def test_train_one_passes_the_run_settings_to_fit(monkeypatch):
 
     def fake_fit(model, train, val, **kwargs):
         calls.append(kwargs)
-        from helpers.training import History
+        from helpers.engine.training import History
 
         return History()
 
@@ -408,7 +409,7 @@ def test_factor_observations_and_best_agree_on_ties():
 def _benchmark_module():
     import importlib.util
 
-    from helpers.config import PROJECT_ROOT
+    from helpers.engine.config import PROJECT_ROOT
 
     spec = importlib.util.spec_from_file_location("benchmark_pipeline", PROJECT_ROOT / "scripts" / "benchmark_pipeline.py")
     bench = importlib.util.module_from_spec(spec)
@@ -447,7 +448,7 @@ def test_benchmark_runs_every_way_and_gives_both_ratios(fake_data_dir, fake_sets
 def test_cpu_settings_benchmark_compares_settings_to_the_baseline(monkeypatch):
     import importlib.util
 
-    from helpers.config import PROJECT_ROOT
+    from helpers.engine.config import PROJECT_ROOT
 
     spec = importlib.util.spec_from_file_location("cpu_settings", PROJECT_ROOT / "scripts" / "benchmark_cpu_settings.py")
     bench = importlib.util.module_from_spec(spec)

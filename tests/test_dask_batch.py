@@ -29,7 +29,7 @@ ROWS = ("name,author_id,regularizers,init\n"
         "Bad Row,B3,[none],bogus\n"  # refused by the notebook's config cell: a failed row with its own error
         "Cy Typo,C4,[dropout],he\n")
 GOOD = ("Ada_Lovelace", "Bob_Byte", "Cy_Typo")
-# a local cluster speaks TLS where a throwaway certificate can be made (helpers.dask_security)
+# a local cluster speaks TLS where a throwaway certificate can be made (helpers.cli.dask_security)
 LOCAL = "tls" if shutil.which("openssl") or importlib.util.find_spec("cryptography") else "tcp"
 
 
@@ -166,7 +166,7 @@ def test_a_worker_killed_mid_row_loses_no_row_and_reports_none_twice(separate_cl
 
 
 def test_a_row_past_its_row_timeout_is_stopped_with_its_process(tmp_path, fake_data_dir):
-    from helpers.batch import run_row
+    from helpers.cli.batch import run_row
 
     start = time.monotonic()
     result = run_row(tmp_path / "Ada", ["mlp"], {"data_dir": str(fake_data_dir), "profile": "smoke"}, no_input=False,
@@ -201,7 +201,7 @@ def test_a_gpu_cluster_pins_one_worker_per_device_listens_on_loopback_only_and_r
     nannies, workers, their HTTP servers) listens anywhere but 127.0.0.1."""
     from distributed import Client
 
-    from helpers.executors import local_worker_specs, start_local_cluster
+    from helpers.cli.executors import local_worker_specs, start_local_cluster
 
     before = listening(psutil.Process())
     cluster = start_local_cluster(local_worker_specs(jobs=1, gpus=["0", "1"], cores=2), retries=1)

@@ -1,4 +1,4 @@
-"""helpers.data: finding and reading the IDX files, splits, subsets, patches and batches."""
+"""helpers.data.fashion: finding and reading the IDX files, splits, subsets, patches and batches."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import helpers.data as hd
-from helpers.data import (
+import helpers.data.fashion as hd
+from helpers.data.fashion import (
     CLASS_NAMES,
     CorruptDataError,
     DataNotFoundError,

@@ -1,4 +1,4 @@
-"""helpers.experiment: grid expansion, the experiment runner (repeats, test evaluation), the choice of the best
+"""helpers.engine.experiment: grid expansion, the experiment runner (repeats, test evaluation), the choice of the best
 configuration, retraining, the configuration records and the report tables."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import experiment, report
-from helpers.data import ImageSet
-from helpers.experiment import GridError, expand_grid
-from helpers.metrics import evaluate
-from helpers.training import History, fit
+from helpers.engine import experiment
+from helpers.reporting import report
+from helpers.data.fashion import ImageSet
+from helpers.engine.experiment import GridError, expand_grid
+from helpers.engine.metrics import evaluate
+from helpers.engine.training import History, fit
 
 NAMES = ["a", "b", "c"]
 VARYING = ("optimizer", "lr", "hidden_sizes", "activation", "augment", "init")
@@ -371,7 +372,7 @@ def test_grid_summary_counts_configurations_runs_and_test_use():
 
 
 def test_metrics_file_holds_the_configurations(tmp_path):
-    from helpers.config import Config
+    from helpers.engine.config import Config
 
     out = run_fake(["fair", "good"], seed=0)
     cfg = Config({"section": "mlp", "profile": "smoke", "seed": 0, "repeats": 2, "evaluate_test": "best",

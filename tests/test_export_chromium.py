@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import export
+from helpers.reporting import export
 
 FAKE = f"""#!{sys.executable}
 import json, os, sys

@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import cache, report
-from helpers.data import load_fashion_mnist
+from helpers import cache
+from helpers.reporting import report
+from helpers.data.fashion import load_fashion_mnist
 from tests.conftest import stop_processes
 
 TEST_LABELS = "t10k-labels-idx1-ubyte"
@@ -96,8 +97,8 @@ def test_another_users_entry_is_not_read_unless_the_cache_is_shared(fake_data_di
 
 
 def test_shared_cache_is_an_explicit_choice_on_the_command_line(monkeypatch, tmp_path):
-    from helpers.batch import ROW_ENV
-    from helpers.cli import build_parser, use_cache
+    from helpers.cli.batch import ROW_ENV
+    from helpers.cli.main import build_parser, use_cache
 
     monkeypatch.setenv("HELPERS_CACHE_SHARED", "0")
     use_cache(build_parser().parse_args(["run", "mlp", "--output-dir", str(tmp_path)]))
@@ -276,10 +277,10 @@ def test_a_hard_link_to_another_users_file_is_not_read(fake_data_dir, monkeypatc
 # --- Dask: addresses given by the user --------------------------------------------------------------------------
 
 def batch_on(scheduler: str | None, folder: Path):
-    """:func:`helpers.executors.run_dask` of one row, as ``--executor dask --scheduler SCHEDULER`` runs it."""
+    """:func:`helpers.cli.executors.run_dask` of one row, as ``--executor dask --scheduler SCHEDULER`` runs it."""
     import dask
 
-    from helpers.executors import run_dask
+    from helpers.cli.executors import run_dask
 
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         return run_dask([{"name": "Ada", "line": 2, "sections": ["mlp"], "params": {}}], output_dir=folder, jobs=1,
@@ -350,7 +351,7 @@ def test_a_local_clusters_certificate_lives_only_as_long_as_the_cluster(monkeypa
     pytest.importorskip("distributed")
     from distributed.security import Security
 
-    from helpers import dask_security
+    from helpers.cli import dask_security
 
     if shutil.which("openssl") is not None:
         monkeypatch.setattr(Security, "temporary", classmethod(no_cryptography))
@@ -372,7 +373,7 @@ def tls_scheduler(tmp_path):
     pytest.importorskip("distributed")
     if shutil.which("openssl") is None:
         pytest.skip("no openssl command")
-    from helpers.dask_security import _files_security
+    from helpers.cli.dask_security import _files_security
 
     certs = {}
     for who in ("instructor", "stranger"):
@@ -414,8 +415,8 @@ def use_certificate(monkeypatch, cert: dict) -> None:
 def test_a_tls_scheduler_is_used_with_dasks_settings_and_refuses_strangers(tls_scheduler, monkeypatch):
     import dask
 
-    from helpers.dask_security import check_scheduler
-    from helpers.executors import connect
+    from helpers.cli.dask_security import check_scheduler
+    from helpers.cli.executors import connect
 
     address, certs = tls_scheduler
     assert address.startswith("tls://127.0.0.1:")

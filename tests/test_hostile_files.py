@@ -17,7 +17,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from helpers import export, runner
+from helpers.reporting import export
+from helpers.cli import runner
 
 ROOT = Path(__file__).resolve().parent.parent
 POSIX = pytest.mark.skipif(os.name != "posix", reason="resource limits, fcntl and signals are POSIX")
@@ -35,7 +36,7 @@ def limited(code: str, limit: int, tmp_path: Path) -> subprocess.CompletedProces
     """Run ``code`` in a new interpreter whose files cannot grow past ``limit`` bytes (a full disk): writing past
     it fails with EFBIG instead of the signal that would kill the process."""
     prelude = ("import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-               f"import helpers.export, helpers.runner, helpers.cli\n"
+               f"import helpers.reporting.export, helpers.cli.runner, helpers.cli.main\n"
                f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n")
     return subprocess.run([sys.executable, "-c", prelude + code], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "HELPERS_PROGRESS": "0"})
@@ -46,7 +47,7 @@ def test_html_export_on_a_full_disk_leaves_the_previous_report(tmp_path):
     good = export.export_html(notebook(tmp_path / "old.ipynb", "the previous good report"), tmp_path / "r.html")
     before = good.read_bytes()
     notebook(tmp_path / "new.ipynb", "a bigger new report", big=300_000)
-    done = limited(f"helpers.export.export_html({str(tmp_path / 'new.ipynb')!r}, {str(good)!r})", 200_000, tmp_path)
+    done = limited(f"helpers.reporting.export.export_html({str(tmp_path / 'new.ipynb')!r}, {str(good)!r})", 200_000, tmp_path)
     assert done.returncode != 0 and "File too large" in done.stderr, done.stderr[-2000:]
     assert good.read_bytes() == before  # not a truncated 200,000-byte file
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
@@ -59,7 +60,7 @@ def test_pdf_export_on_a_full_disk_or_a_failing_printer_leaves_the_previous_pdf(
     pdf = tmp_path / "r.pdf"
     pdf.write_bytes(b"%PDF-1.4\n% the previous good PDF\n%%EOF\n")
     before = pdf.read_bytes()
-    done = limited(f"helpers.export.export_pdf({str(html)!r}, {str(pdf)!r}, engine='weasyprint')", 20_000, tmp_path)
+    done = limited(f"helpers.reporting.export.export_pdf({str(html)!r}, {str(pdf)!r}, engine='weasyprint')", 20_000, tmp_path)
     assert done.returncode != 0, done.stderr[-2000:]
     assert pdf.read_bytes() == before
     # a printer that fails: the old PDF is not deleted first
@@ -93,11 +94,11 @@ def test_index_and_run_json_on_a_full_disk_keep_the_previous_ones(tmp_path):
     status = {"section": "mlp", "title": "MLP", "folder": str(out / "mlp"), "status": "ok", "error": None,
               "files": {}, "seconds": 1.0}
     # index.html: a page with a long error line, past the limit
-    done = limited(f"helpers.runner.write_index(__import__('pathlib').Path({str(out)!r}), "
+    done = limited(f"helpers.cli.runner.write_index(__import__('pathlib').Path({str(out)!r}), "
                    f"[{{**{status!r}, 'error': 'e' * 20000}}])", 8192, tmp_path)
     assert done.returncode != 0 and index.read_text() == before[0], done.stderr[-1500:]
     # run.json, written by the command itself (its sections replaced by one that returns a long status)
-    code = (f"import helpers.cli as c\nc.run_section = lambda s, **k: {{**{status!r}, 'notebook': 'n' * 20000}}\n"
+    code = (f"import helpers.cli.main as c\nc.run_section = lambda s, **k: {{**{status!r}, 'notebook': 'n' * 20000}}\n"
             f"c.main(['run', 'mlp', '--output-dir', {str(out)!r}, '--quiet'])")
     done = limited(code, 8192, tmp_path)
     assert done.returncode != 0, done.stdout[-1500:] + done.stderr[-1500:]
@@ -114,7 +115,7 @@ def test_index_has_a_policy_and_escapes_the_status(tmp_path):
 
 HOLDER = """
 import sys, time
-from helpers.folderlock import FolderLock
+from helpers.cli.folderlock import FolderLock
 lock = FolderLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(300)
@@ -130,7 +131,7 @@ def hold(folder: Path) -> subprocess.Popen:
 @pytest.fixture
 def fake_kernel(monkeypatch):
     """``kernels.execute`` replaced by one that writes an executed notebook at once (and counts its calls)."""
-    from helpers import kernels
+    from helpers.cli import kernels
 
     calls = []
 
@@ -187,7 +188,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tmp_path, fake_ke
 
 
 def test_a_planted_lock_record_is_shown_as_plain_text(tmp_path):
-    from helpers.folderlock import FolderBusy, FolderLock
+    from helpers.cli.folderlock import FolderBusy, FolderLock
 
     folder = tmp_path / "handed-in"
     folder.mkdir()
@@ -239,7 +240,8 @@ import os, signal, sys
 from pathlib import Path
 import nbformat
 from nbformat.v4 import new_markdown_cell, new_notebook
-from helpers import kernels, runner
+from helpers.cli import kernels
+from helpers.cli import runner
 
 def execute(notebook_path, executed, *, parameters, cwd, timeout=None):
     nb = new_notebook()

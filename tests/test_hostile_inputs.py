@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import batch
-from helpers.batch import plan_batch, read_batch, run_row
-from helpers.cli import build_parser, collect_parameters, typed_parameter
-from helpers.runner import SECTIONS, notebook_parameters
-from helpers.summary import write_summary
+from helpers.cli import batch
+from helpers.cli.batch import plan_batch, read_batch, run_row
+from helpers.cli.main import build_parser, collect_parameters, typed_parameter
+from helpers.cli.runner import SECTIONS, notebook_parameters
+from helpers.reporting.summary import write_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 DECLARED = {k: v for s in SECTIONS for k, v in notebook_parameters(s).items()}
@@ -235,7 +235,7 @@ def test_summary_and_class_index_are_written_whole_or_not_at_all(tmp_path):
 import resource, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 from pathlib import Path
-from helpers.summary import write_summary
+from helpers.reporting.summary import write_summary
 results = [{{"line": i, "name": "", "sections": [], "status": "bad row", "params": {{}}, "error": "x" * 2000}}
            for i in range(200)]
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))

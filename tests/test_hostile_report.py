@@ -31,7 +31,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output  # noqa: E402
 
-from helpers import export, plots, report  # noqa: E402
+from helpers.reporting import export
+from helpers.reporting import plots
+from helpers.reporting import report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = export.find_chromium()
@@ -133,7 +135,7 @@ def grid_table(names):
 
 
 def test_observations_show_configuration_and_class_names_literally():
-    from helpers.experiment import spread_observations
+    from helpers.engine.experiment import spread_observations
 
     names = ["<svg onload=alert(1)>", "x](javascript:alert(1)) `tick`", "![y](file:///etc/passwd)",
              "<img src=x onerror=alert(1)>", "Bob\n# Heading"]
@@ -356,7 +358,7 @@ def drawn(fig) -> list[str]:
 
 
 def test_every_plot_draws_hostile_names_and_values_literally():
-    from helpers.plots import literal
+    from helpers.reporting.plots import literal
 
     names = BAD_MATH
     hist = [{"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "val_loss": 1 / e, "val_acc": 0.5} for e in (1, 2)]

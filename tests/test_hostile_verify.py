@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import verify_report
-from helpers.runner import notebook_parameters, notebook_path, run_section
-from helpers.verify import FASHION_MNIST_DIGEST, data_digest, fingerprint, verify_folder
-from helpers.verify_html import parse_page
-from helpers.verify_inputs import Reference, rerun_parameters
+from helpers.cli import verify_report
+from helpers.cli.runner import notebook_parameters, notebook_path, run_section
+from helpers.cli.verify import FASHION_MNIST_DIGEST, data_digest, fingerprint, verify_folder
+from helpers.cli.verify_html import parse_page
+from helpers.cli.verify_inputs import Reference, rerun_parameters
 from tests.conftest import make_fake_fashion_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -361,7 +361,7 @@ def test_additions_only_the_rerun_shows_are_caught(handin, tmp_path, fake_data_d
 
 
 def test_page_numbers_are_compared_within_the_tolerance_only_for_a_rerun_elsewhere(handin):
-    from helpers.verify_compare import compare_pages
+    from helpers.cli.verify_compare import compare_pages
 
     text = (handin / "mlp" / "mlp.html").read_text()
     loss = f"{metrics_of(handin)['best']['test']['loss']:.4f}"
@@ -443,7 +443,7 @@ def test_rerun_parameters_use_no_path_of_the_hand_in(tmp_path, fake_data_dir):
     metrics["fingerprint"]["data"] = "not its digest"
     _, _, why = rerun_parameters(metrics, declared, reference=reference, data_root=root, scratch=tmp_path)
     assert why and "is not the data the report read" in why
-    from helpers.verify import folder_digest
+    from helpers.cli.verify import folder_digest
 
     metrics["fingerprint"]["data"] = folder_digest(root / "bones")
     got, _, why = rerun_parameters(metrics, declared, reference=reference, data_root=root, scratch=tmp_path)
@@ -460,7 +460,7 @@ def test_a_rerun_that_fails_is_a_fail_line(handin, tmp_path, fake_data_dir, monk
     def broken(*args, **kwargs):
         raise PapermillExecutionError(4, 4, "cfg = ...", "ConfigError", "parameter activation='x' is not allowed", [])
 
-    monkeypatch.setattr("helpers.kernels.execute", broken)
+    monkeypatch.setattr("helpers.cli.kernels.execute", broken)
     ok, out = verify(copy(handin, tmp_path / "ada"), fake_data_dir)
     assert not ok and "the rerun failed in cell 4: ConfigError" in out
 
@@ -478,6 +478,6 @@ def test_a_forgery_with_every_digest_recomputed_is_caught_by_a_real_rerun(handin
 
 
 def test_timeout_stops_a_rerun(handin, tmp_path, fake_data_dir):
-    # 4 s: the kernel has started (a limit that expires before it has is helpers.kernels' to keep), the run not ended
+    # 4 s: the kernel has started (a limit that expires before it has is helpers.cli.kernels' to keep), the run not ended
     ok, out = verify(copy(handin, tmp_path / "ada"), fake_data_dir, timeout=4)
     assert not ok and "the rerun timed out after 4 s (--timeout)" in out

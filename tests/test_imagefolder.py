@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.imagefolder import ImageFolderError, load_folder_splits, load_image_folder, scan_image_folder
-from helpers.transfer import load_task
+from helpers.data.imagefolder import ImageFolderError, load_folder_splits, load_image_folder, scan_image_folder
+from helpers.sections.transfer import load_task
 
 CLASSES = ("fracture", "normal")
 

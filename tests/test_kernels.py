@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import nbformat
 import pytest
 
-from helpers.kernels import execute
+from helpers.cli.kernels import execute
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="IPC transport needs Unix sockets")
 

@@ -1,4 +1,4 @@
-"""helpers.metrics: evaluation of known logits, reports, per-class accuracy and confusions."""
+"""helpers.engine.metrics: evaluation of known logits, reports, per-class accuracy and confusions."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
-from helpers.data import ImageSet
-from helpers.metrics import (
+from helpers.data.fashion import ImageSet
+from helpers.engine.metrics import (
     confident_mistakes,
     evaluate,
     history_frame,
@@ -159,8 +159,8 @@ def test_history_frame():
 
 def test_evaluate_real_model_on_fake_data(fake_sets):
     """A trained model on the shared fake data: the result's parts agree with each other."""
-    from helpers.models import build_mlp
-    from helpers.training import fit
+    from helpers.models.networks import build_mlp
+    from helpers.engine.training import fit
 
     torch.manual_seed(0)
     model = build_mlp(hidden_sizes=(32,), activation="relu")
@@ -175,7 +175,7 @@ def test_evaluate_real_model_on_fake_data(fake_sets):
 
 
 def test_inference_latency_measures_the_model_and_restores_its_mode():
-    from helpers.models import build_mlp, count_parameters
+    from helpers.models.networks import build_mlp, count_parameters
 
     model = build_mlp(hidden_sizes=(16,), activation="relu", batch_norm=True).train()
     X = torch.rand(40, 1, 28, 28)

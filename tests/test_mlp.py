@@ -1,4 +1,4 @@
-"""helpers.mlp: one MLP run from its settings (regularizer, patching, initialisation) and what it passes to fit."""
+"""helpers.sections.mlp: one MLP run from its settings (regularizer, patching, initialisation) and what it passes to fit."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import mlp
-from helpers.config import make_config
-from helpers.models import PatchEmbed, count_parameters
-from helpers.training import History
+from helpers.sections import mlp
+from helpers.engine.config import make_config
+from helpers.models.networks import PatchEmbed, count_parameters
+from helpers.engine.training import History
 from tests.conftest import fake_image_set
 from tests.test_config import MLP
 

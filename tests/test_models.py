@@ -1,4 +1,4 @@
-"""helpers.models: builders, parameter counts, initialisation and summaries."""
+"""helpers.models.networks: builders, parameter counts, initialisation and summaries."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.data import to_patches
-from helpers.models import (
+from helpers.data.fashion import to_patches
+from helpers.models.networks import (
     ACTIVATIONS,
     PatchEmbed,
     Patchify,

@@ -10,7 +10,7 @@ import nbformat
 import papermill
 import pytest
 
-from helpers.runner import NOTEBOOKS_DIR, notebook_path
+from helpers.cli.runner import NOTEBOOKS_DIR, notebook_path
 
 FIGURES = ("samples", "augmentation_preview", "pooling_grid_val_accuracy", "pooling_grid_curves",
            "search_val_accuracy", "search_curves", "augmentation_curves", "final_curves", "confusion_matrix",

@@ -8,8 +8,8 @@ import nbformat
 import papermill
 import pytest
 
-from helpers.data import DataNotFoundError, find_data
-from helpers.runner import NOTEBOOKS_DIR, notebook_path
+from helpers.data.fashion import DataNotFoundError, find_data
+from helpers.cli.runner import NOTEBOOKS_DIR, notebook_path
 
 FIGURES = ("samples", "grid_val_accuracy", "learning_curves", "learning_curves_overlay", "confusion_matrix",
            "per_class_accuracy", "confused_examples")

@@ -8,7 +8,7 @@ import nbformat
 import papermill
 import pytest
 
-from helpers.runner import NOTEBOOKS_DIR, notebook_path
+from helpers.cli.runner import NOTEBOOKS_DIR, notebook_path
 
 TRANSFER_FIGURES = ("samples", "pretraining_curves", "learning_curves", "learning_curves_overlay", "test_accuracy",
                     "per_class_comparison", "confusion_matrix", "per_class_accuracy")

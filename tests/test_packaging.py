@@ -16,7 +16,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from helpers.runner import SECTIONS
+from helpers.cli.runner import SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 BASH = shutil.which("bash")
@@ -56,8 +56,8 @@ KEEP_OUT = shutil.ignore_patterns(".git", ".venv", "data", "reports", "checkpoin
 
 PROBE = """
 import json
-import helpers, helpers.config as config, helpers.data as data, helpers.export as export, helpers.paths as paths
-from helpers.runner import NOTEBOOKS_DIR, SECTIONS, notebook_path
+import helpers, helpers.engine.config as config, helpers.data.fashion as data, helpers.reporting.export as export, helpers.paths as paths
+from helpers.cli.runner import NOTEBOOKS_DIR, SECTIONS, notebook_path
 print(json.dumps({
     "package": helpers.__file__, "checkout": str(paths.CHECKOUT), "root": str(paths.PROJECT_ROOT),
     "notebooks": str(NOTEBOOKS_DIR), "found": [notebook_path(s).is_file() for s in SECTIONS],

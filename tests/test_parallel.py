@@ -1,4 +1,4 @@
-"""helpers.parallel: which runs train side by side in worker processes, and that they give the numbers of runs in
+"""helpers.engine.parallel: which runs train side by side in worker processes, and that they give the numbers of runs in
 turn."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import mlp, parallel
-from helpers.config import make_config
+from helpers.sections import mlp
+from helpers.engine import parallel
+from helpers.engine.config import make_config
 from tests.test_config import MLP
 
 CFG = make_config("mlp", **{**MLP, "device": "cpu"})

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from helpers import plots  # noqa: E402
+from helpers.reporting import plots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.progress import Watcher, emit
+from helpers.engine.progress import Watcher, emit
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = ["-p", "epochs", "12", "-p", "batch_size", "4", "-p", "optimizers", "[adam]", "-p", "regularizers", "[none]"]

@@ -9,7 +9,7 @@ import math
 import papermill
 import pytest
 
-from helpers.runner import NOTEBOOKS_DIR, SECTIONS, notebook_path
+from helpers.cli.runner import NOTEBOOKS_DIR, SECTIONS, notebook_path
 
 # What may differ between two identical runs: how long things took, when, and where the files went.
 VOLATILE = {"seconds", "seconds_mean", "seconds_std", "wall_seconds", "retrain_seconds", "ae_seconds", "ae_seconds_mean",

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.augment import Augment
-from helpers.models import build_mlp
-from helpers.training import CheckpointError, fit
-from helpers.verify import differences
+from helpers.data.augment import Augment
+from helpers.models.networks import build_mlp
+from helpers.engine.training import CheckpointError, fit
+from helpers.cli.verify import differences
 from tests.conftest import fake_image_set
 
 ROOT = Path(__file__).resolve().parent.parent

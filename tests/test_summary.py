@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers.batch import row_complete
-from helpers.executors import Progress, gpu_ids, host_slots, local_worker_specs, row_resources
-from helpers.export import find_chromium
-from helpers.summary import accuracy_bins, accuracy_by_value, class_table, varied_parameters, write_summary
+from helpers.cli.batch import row_complete
+from helpers.cli.executors import Progress, gpu_ids, host_slots, local_worker_specs, row_resources
+from helpers.reporting.export import find_chromium
+from helpers.reporting.summary import accuracy_bins, accuracy_by_value, class_table, varied_parameters, write_summary
 
 CHROMIUM = find_chromium()
 COMMON = {"profile": "smoke", "optimizers": ["adam"], "data_dir": "/data"}

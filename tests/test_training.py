@@ -1,4 +1,4 @@
-"""helpers.training: devices, seeding, optimizers, schedules, the fit loop, checkpoints and resuming."""
+"""helpers.engine.training: devices, seeding, optimizers, schedules, the fit loop, checkpoints and resuming."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-import helpers.speed as speed
-import helpers.training as ht
-from helpers.augment import Augment
-from helpers.data import ImageSet
-from helpers.models import build_cnn, build_mlp
-from helpers.training import (
+import helpers.engine.speed as speed
+import helpers.engine.training as ht
+from helpers.data.augment import Augment
+from helpers.data.fashion import ImageSet
+from helpers.models.networks import build_cnn, build_mlp
+from helpers.engine.training import (
     History,
     fit,
     l1_penalty,
@@ -548,7 +548,7 @@ def test_test_flip_averages_the_image_and_its_mirror():
 
 
 def test_latency_counts_the_mirror_image():
-    from helpers.metrics import inference_latency, latency_frame
+    from helpers.engine.metrics import inference_latency, latency_frame
 
     model = ht.set_test_flip(build_cnn(blocks=[{"channels": 4}, {"channels": 8}], hidden_sizes=(16,)))
     latency = inference_latency(model, torch.rand(8, 1, 28, 28), large_batch=8, rounds=2, device="cpu")

@@ -12,11 +12,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers import backbones, experiment, transfer
-from helpers.config import ConfigError, make_config
-from helpers.data import ImageSet, select_classes
-from helpers.metrics import evaluate
-from helpers.training import fit
+from helpers.sections import backbones
+from helpers.engine import experiment
+from helpers.sections import transfer
+from helpers.engine.config import ConfigError, make_config
+from helpers.data.fashion import ImageSet, select_classes
+from helpers.engine.metrics import evaluate
+from helpers.engine.training import fit
 from tests.conftest import fake_image_set
 
 SIZE = 32  # the smallest image size the backbones accept
@@ -261,7 +263,7 @@ def _params(**changes):
 def test_parameters_match_the_notebook():
     import papermill
 
-    from helpers.runner import notebook_path
+    from helpers.cli.runner import notebook_path
 
     assert tuple(papermill.inspect_notebook(str(notebook_path("transfer")))) == transfer.PARAMETERS
 

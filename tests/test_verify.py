@@ -13,9 +13,9 @@ import nbformat
 import papermill
 import pytest
 
-from helpers.export import export_html
-from helpers.runner import NOTEBOOKS_DIR, notebook_path
-from helpers.verify import check_fingerprint, differences, verify_folder
+from helpers.reporting.export import export_html
+from helpers.cli.runner import NOTEBOOKS_DIR, notebook_path
+from helpers.cli.verify import check_fingerprint, differences, verify_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 

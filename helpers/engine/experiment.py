@@ -1,0 +1,470 @@
+"""The one experiment engine: expand a ``grid`` into configurations, train each (with repeats), tabulate, pick
+the best on validation, and test once (or test every configuration, ``evaluate_test="all"``).
+
+Every section uses it. A section gives one function, ``train_one(settings, *, train, val, seed)``, that
+trains a single run from a flat dict of settings and returns ``{"model", "history", ...}``; the engine
+does the rest the same way everywhere (order, seeds, NaN handling, tables, repeats, test evaluation).
+
+A ``grid`` is either a mapping ``parameter -> list of values`` (their cartesian product) or a list of
+mappings (explicit configurations); each configuration overrides the report's base parameters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.data.fashion import ImageSet, concat
+from helpers.escape import md_code
+from helpers.engine.metrics import evaluate
+from helpers.models.networks import count_parameters
+from helpers.engine.parallel import plan_workers, train_runs
+from helpers.engine.progress import emit
+
+# Parameters that shape the whole report rather than one training run: a grid may not vary them.
+FIXED = ("profile", "seed", "data_dir", "output_dir", "classes", "ae_classes", "author_name", "author_id", "course",
+         "device", "dataset", "grid", "search", "repeats", "evaluate_test", "val_fraction", "stratified",
+         "train_per_class", "test_per_class", "color", "cnn_metrics", "checkpoint_every")
+EVALUATE_TEST = ("best", "all")
+# Result columns averaged over repeats (a ``_std`` column beside each when repeats > 1).
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "best_epoch", "seconds")
+
+
+class GridError(ValueError):
+    """A ``grid`` (or ``search``) that cannot be expanded; the message names the parameter."""
+
+
+def _label(value) -> str:
+    """A short text for a parameter value in a configuration's name or a table cell."""
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "-".join(_label(v) for v in value) if value else "none"
+    if isinstance(value, Mapping):
+        if "blocks" in value:  # an architecture spec: channels per block, then the dense head
+            convs = "/".join("+".join(map(str, b.get("channels", []) if isinstance(b.get("channels"), list)
+                                          else [b.get("channels")])) for b in value.get("blocks", []))
+            return f"conv {convs}, fc {_label(value.get('dense', []))}"
+        return ", ".join(f"{k} {_label(v)}" for k, v in value.items())
+    return str(value)
+
+
+def config_name(overrides: Mapping) -> str:
+    """``adam + batch_norm`` for text values; ``lr 0.01`` style for numbers, lists and flags."""
+    parts = [v if isinstance(v, str) else f"{k} {_label(v)}" for k, v in overrides.items()]
+    return " + ".join(parts) if parts else "base"
+
+
+def expand_grid(grid, *, varying: Iterable[str], name: str = "grid") -> list[dict]:
+    """The configurations of ``grid``: a list of dicts with a unique ``name`` and the overridden parameters.
+
+    ``varying`` names the parameters a run may vary; any other name is refused before anything trains,
+    with the reason (fixed for the whole report, or unknown) and the allowed names.
+    """
+    varying = tuple(varying)
+
+    def check_key(key):
+        if key in FIXED:
+            raise GridError(f"parameter {name}: {key!r} cannot vary between runs (it is fixed for the whole report: "
+                            f"{', '.join(k for k in FIXED if k not in ('grid', 'search'))}); set it as a parameter "
+                            "of its own instead")
+        if key not in varying:
+            raise GridError(f"parameter {name}: {key!r} is not a parameter of a run; allowed: {', '.join(varying)}")
+
+    if isinstance(grid, Mapping):
+        if not grid:
+            raise GridError(f"parameter {name}={grid!r}: empty; give at least one parameter and its values")
+        for key, values in grid.items():
+            check_key(key)
+            if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, (list, tuple)) or not values:
+                raise GridError(f"parameter {name}: {key!r} needs a non-empty list of values, got {values!r}")
+        keys = list(grid)
+        configs = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    elif isinstance(grid, (list, tuple)) and not isinstance(grid, (str, bytes)):
+        if not grid:
+            raise GridError(f"parameter {name}=[]: empty; give at least one configuration")
+        configs = []
+        for i, item in enumerate(grid):
+            if not isinstance(item, Mapping):
+                raise GridError(f"parameter {name}: item {i + 1} is {item!r}; each item must be a mapping "
+                                "of parameter: value")
+            for key in item:
+                if key != "name":
+                    check_key(key)
+            configs.append(dict(item))
+    else:
+        raise GridError(f"parameter {name}={grid!r}: expected a mapping parameter -> list of values, "
+                        "or a list of mappings (one per configuration)")
+    out = []
+    for c in configs:
+        overrides = {k: v for k, v in c.items() if k != "name"}
+        out.append({"name": str(c.get("name") or config_name(overrides)), **overrides})
+    names = [c["name"] for c in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise GridError(f"parameter {name}: configuration(s) {', '.join(map(repr, dupes))} appear more than once; "
+                        "each configuration must differ (or carry its own 'name')")
+    return out
+
+
+def settings_of(config: Mapping, base: Mapping) -> dict:
+    """One run's full settings: the base parameters with the configuration's values over them."""
+    return {**base, **{k: v for k, v in config.items() if k != "name"}}
+
+
+def run_settings(configs: list[dict], *, base: Mapping) -> list[dict]:
+    """Each configuration's full settings (:func:`settings_of`)."""
+    return [settings_of(c, base) for c in configs]
+
+
+# Settings that do not change what a run computes: its checkpoints are the same whatever they say.
+NOT_COMPUTED = ("checkpoint_dir", "resume", "output_dir", "author_name", "author_id", "course", "device")
+# Also left out of a run's cache key: where the data were read (their content is in the key), and the report's
+# comparison as a whole (a run's own values are in its settings), so one configuration of two different grids,
+# or of two students' reports, is trained once.
+NOT_CACHED = ("data_dir", "grid", "search", "repeats", "evaluate_test", "checkpoint_every")
+
+
+def run_cache_parts(train_one: Callable, settings: Mapping, *, train: ImageSet, val: ImageSet | None, seed: int,
+                    tag: str = "") -> dict:
+    """Everything that decides a run's result, for its key in the cache (:mod:`helpers.cache`): which
+    ``train_one``, the settings that compute, the seed, digests of the training and validation data and of
+    any data or starting weights ``train_one`` is bound to, the code, versions and device type."""
+    from helpers import cache
+
+    return {"what": "run", "train_one": cache.callable_name(train_one),
+            "settings": {k: v for k, v in settings.items() if k not in NOT_COMPUTED + NOT_CACHED}, "seed": seed,
+            "tag": tag, "train": cache.data_digest(train), "val": cache.data_digest(val),
+            "bound": cache.bound_parts(train_one, settings), **cache.environment_parts(settings.get("device", "auto"))}
+
+
+def _finished(out: Mapping) -> bool:
+    """A run worth keeping: it completed or stopped early by rule (a non-finite loss is not a result to reuse)."""
+    reason = str(out["history"].stop_reason)
+    return reason == "completed" or reason.startswith("early stopping")
+
+
+def train_run(train_one: Callable, settings: Mapping, *, train: ImageSet, val: ImageSet | None, seed: int,
+              desc: str, tag: str = "") -> dict:
+    """``train_one`` for one run, with its checkpoints in ``<output_dir>/checkpoints/runs/<digest>``.
+
+    The folder's name is a digest of everything that determines the run (its settings, seed, data sizes and
+    ``tag``), so a changed parameter never continues from a stale checkpoint. With ``HELPERS_RESUME=1`` in the
+    environment (``python -m helpers run --resume``) a finished run is read back instead of trained, and an
+    interrupted one continues from its last epoch.
+
+    A finished run is also kept in the cache (:mod:`helpers.cache`, kind ``runs``: its ``last.pt``/``best.pt``
+    files); a run whose key is there already is not trained: its checkpoints are put into its folder and
+    ``train_one`` reads them back as a resumed finished run (the same model, history and numbers). The returned
+    dict's ``cache`` says which happened (:func:`helpers.cache.hit_record`, ``miss_record`` or ``off_record``);
+    ``seconds`` is the training time, the producing run's for a result from the cache.
+    """
+    import os
+    import shutil
+    import warnings
+
+    from helpers import cache
+    from helpers.engine.training import CheckpointError
+    from helpers.cli.verify import digest
+
+    settings = dict(settings)
+    if not settings.get("output_dir"):  # no folder for checkpoints: nothing to resume or cache
+        return train_one(settings, train=train, val=val, seed=seed, desc=desc)
+    key = digest([{k: v for k, v in settings.items() if k not in NOT_COMPUTED}, seed, len(train),
+                  len(val) if val is not None else 0, tag])
+    folder = Path(settings["output_dir"]) / "checkpoints" / "runs" / key
+    settings["checkpoint_dir"] = str(folder)
+    settings["resume"] = os.environ.get("HELPERS_RESUME") == "1"
+    parts = run_cache_parts(train_one, settings, train=train, val=val, seed=seed, tag=tag) if cache.enabled() else None
+    ckey = cache.make_key(parts) if parts else None
+    entry = cache.lookup("runs", ckey) if ckey else None
+    # the report's own checkpoints come first when resuming; the cache serves what is not there
+    if entry is not None and not (settings["resume"] and (folder / "last.pt").exists()):
+        shutil.rmtree(folder, ignore_errors=True)  # a stale interrupted try must not mix with the entry's files
+        cache.copy_files(entry, folder)
+        try:
+            out = train_one({**settings, "resume": True}, train=train, val=val, seed=seed, desc=desc)
+            record = cache.hit_record(entry)
+            return {**out, "cache": record, "seconds": (record["produced_by"] or {}).get("seconds")}
+        except CheckpointError as exc:  # a damaged entry: train as if it were not there
+            warnings.warn(f"cache entry {entry} is unreadable ({exc}); training the run again", stacklevel=2)
+            cache.discard(entry)
+            shutil.rmtree(folder, ignore_errors=True)
+    start = time.perf_counter()
+    out = train_one(settings, train=train, val=val, seed=seed, desc=desc)
+    seconds = time.perf_counter() - start
+    record = cache.off_record()
+    if ckey is not None:
+        stored = None
+        if _finished(out):
+            stored = cache.store("runs", ckey, lambda tmp: cache.copy_files(folder, tmp), parts=parts,
+                                 made_by=cache.producer(output_dir=settings["output_dir"], seconds=seconds,
+                                                        author_name=settings.get("author_name"),
+                                                        author_id=settings.get("author_id")))
+        record = cache.miss_record(ckey, stored)
+    return {**out, "cache": record, "seconds": seconds}
+
+
+def varied_parameters(configs: list[dict]) -> list[str]:
+    """The parameters that some configuration sets, in first-seen order."""
+    return list(dict.fromkeys(k for c in configs for k in c if k != "name"))
+
+
+def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, train: ImageSet, val: ImageSet | None,
+                   test: ImageSet | None = None, repeats: int = 1, seed: int = 0, evaluate_test: str = "best",
+                   device="auto", keep_models: bool = True) -> dict:
+    """Train every configuration ``repeats`` times (seeds ``seed``, ``seed + 1``, ...) and tabulate.
+
+    Returns ``{"table", "histories", "models", "runs", "per_class", "varied", "configs"}``: ``table`` has one
+    row per configuration (every varied parameter as its own column, the last epoch's losses and accuracies,
+    best epoch, seconds; means with a ``_std`` column beside each when ``repeats`` > 1), sorted by validation
+    accuracy. With ``evaluate_test="all"`` each run is also evaluated on ``test`` (``test_acc``, ``test_loss``,
+    and ``per_class``: configuration -> class -> accuracy); selection still uses validation only.
+    ``histories``, ``models`` and ``outputs`` (all that ``train_one`` returned) hold the first repeat of each
+    configuration.
+    """
+    if evaluate_test not in EVALUATE_TEST:
+        raise GridError(f"parameter evaluate_test={evaluate_test!r} is not allowed; allowed: 'best', 'all'")
+    if evaluate_test == "all" and test is None:
+        raise ValueError("evaluate_test='all' needs the test set")
+    varied = varied_parameters(configs)
+    rows, histories, models, runs, per_class, outputs = [], {}, {}, [], {}, {}
+    # small CPU runs train side by side in worker processes, with the numbers they give in turn (helpers.engine.parallel)
+    jobs = [{"train_one": train_one, "settings": settings_of(config, base), "train": train, "val": val,
+             "seed": seed + r, "desc": config["name"], "index": number * repeats + r + 1,
+             "total": len(configs) * repeats, "name": config["name"]}
+            for number, config in enumerate(configs) for r in range(repeats)]
+    workers = plan_workers(train_one, [job["settings"] for job in jobs], train=train)
+    done = iter(train_runs(jobs, workers=workers)) if workers > 1 else None
+    for number, config in enumerate(configs):
+        settings = settings_of(config, base)
+        rep_rows, rep_class = [], []
+        for r in range(repeats):
+            if done is not None:
+                out = next(done)
+                seconds = out.get("seconds") or out["history"].seconds
+            else:
+                start = time.perf_counter()
+                emit("run", index=number * repeats + r + 1, total=len(configs) * repeats, name=config["name"])
+                out = train_run(train_one, settings, train=train, val=val, seed=seed + r, desc=config["name"])
+                # a run from the cache keeps the training time of the run that produced it
+                seconds = out.get("seconds") if (out.get("cache") or {}).get("hit") else time.perf_counter() - start
+            history, model = out["history"], out["model"]
+            row = run_row(history, seconds=seconds, extra=out.get("row"))
+            row["params"] = count_parameters(model)["trainable"]
+            if evaluate_test == "all":
+                result = out.get("test") or evaluate(model, test, device=device)
+                row["test_acc"], row["test_loss"] = result["accuracy"], result["loss"]
+                rep_class.append(dict(zip(result["per_class"]["class"], result["per_class"]["accuracy"])))
+            runs.append({"name": config["name"], "repeat": r, "seed": seed + r, "history": history,
+                         "cache": out.get("cache"),
+                         **{k: row[k] for k in row if k in METRICS or k == "status"}})
+            rep_rows.append(row)
+            if r == 0:
+                histories[config["name"]] = history
+                if keep_models:
+                    models[config["name"]] = model
+                    outputs[config["name"]] = out
+        rows.append({"name": config["name"], **{k: _label(config[k]) if k in config else _label(base.get(k))
+                                                  for k in varied}, **aggregate(rep_rows)})
+        if rep_class:
+            per_class[config["name"]] = {c: float(np.mean([d[c] for d in rep_class])) for c in rep_class[0]}
+    table = pd.DataFrame(rows).sort_values("val_acc", ascending=False, na_position="last", kind="stable")
+    return {"table": table.reset_index(drop=True), "histories": histories, "models": models, "runs": runs,
+            "per_class": per_class, "outputs": outputs, "varied": varied, "configs": configs, "repeats": repeats,
+            "evaluate_test": evaluate_test}
+
+
+def run_row(history, *, seconds: float, extra: Mapping | None = None) -> dict:
+    """The results of one run: the last epoch's numbers, the best (lowest validation loss) epoch, time, status."""
+    last = history[-1] if history else {}
+
+    def num(key):
+        v = last.get(key)
+        return math.nan if v is None else float(v)
+
+    row = {"epochs_run": len(history), "train_loss": num("train_loss"), "train_acc": num("train_acc"),
+           "val_loss": num("val_loss"), "val_acc": num("val_acc"),
+           "best_epoch": history.best_epoch if history.best_epoch is not None else math.nan,
+           "seconds": seconds, "status": history.stop_reason}
+    row.update(extra or {})
+    return row
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """One row from the repeats of a configuration: means of the metrics (``_std`` beside them when > 1 run)."""
+    out = dict(rows[0])
+    if len(rows) == 1:
+        return out
+    for key in rows[0]:
+        values = [r.get(key) for r in rows]
+        # the metrics, and any float a section adds (e.g. reconstruction error); counts such as parameters are
+        # the same in every repeat and keep their one value
+        if key in METRICS or all(isinstance(v, float) for v in values):
+            arr = np.array([np.nan if v is None else v for v in values], dtype=float)
+            out[key] = float(np.nanmean(arr)) if np.isfinite(arr).any() else math.nan
+            out[f"{key}_std"] = float(np.nanstd(arr, ddof=1)) if np.isfinite(arr).sum() > 1 else math.nan
+    bad = [r["status"] for r in rows if r.get("status") != "completed"]
+    out["status"] = bad[0] if bad else "completed"
+    out["repeats"] = len(rows)
+    return out
+
+
+def ranked(table: pd.DataFrame) -> pd.DataFrame:
+    """The completed configurations, best first: highest validation accuracy, ties to the lower validation loss,
+    then to the earlier configuration of the grid. Never by time, which differs between two runs of one report."""
+    ok = table.dropna(subset=["val_acc"])
+    keys = ["val_acc", "val_loss"] if "val_loss" in ok else ["val_acc"]
+    return ok.sort_values(keys, ascending=[False, True][:len(keys)], kind="stable", na_position="last")
+
+
+def best_config(table: pd.DataFrame, configs: list[dict]) -> dict:
+    """The configuration ranked first by :func:`ranked`."""
+    ok = ranked(table)
+    if ok.empty:
+        raise RuntimeError("every configuration failed; see the 'status' column")
+    name = ok.iloc[0]["name"]
+    return next(c for c in configs if c["name"] == name)
+
+
+def retrain_and_test(config: dict, *, base: Mapping, train_one: Callable, train: ImageSet, val: ImageSet | None,
+                     test: ImageSet, seed: int = 0, device="auto", **overrides) -> dict:
+    """Retrain ``config`` on train + validation (``overrides`` such as ``epochs`` win), then test it once.
+
+    Returns ``{"model", "history", "test", "seconds", "settings"}``.
+    """
+    settings = {**settings_of(config, base), **overrides}
+    data = concat(train, val) if val is not None and len(val) else train
+    start = time.perf_counter()
+    emit("run", index=1, total=1, name=f"{config['name']} (final)")
+    out = train_run(train_one, settings, train=data, val=None, seed=seed, desc=f"{config['name']} (final)",
+                    tag="final")
+    seconds = out.get("seconds") if (out.get("cache") or {}).get("hit") else time.perf_counter() - start
+    if out["history"].stop_reason != "completed":
+        raise RuntimeError(f"retraining {config['name']} failed: {out['history'].stop_reason}")
+    return {"model": out["model"], "history": out["history"], "seconds": seconds, "settings": settings,
+            "cache": out.get("cache"),
+            "test": out.get("test") or evaluate(out["model"], test, device=device)}
+
+
+def configuration_records(result: dict) -> list[dict]:
+    """``metrics.json``'s ``configurations``: per configuration, every varied parameter under its own name
+    (its real value, not the table's text) and the results (``_mean``/``_std`` when repeats > 1)."""
+    by_name = {c["name"]: c for c in result["configs"]}
+    records = []
+    for row in result["table"].to_dict(orient="records"):
+        config = by_name[row["name"]]
+        rec = {"name": row["name"], **{k: config[k] for k in result["varied"] if k in config}}
+        for key, value in row.items():
+            if key == "name" or key in result["varied"]:
+                continue
+            if f"{key}_std" in row:
+                key = f"{key}_mean"
+            rec[key] = value
+        if row["name"] in result["per_class"]:
+            rec["test_per_class"] = result["per_class"][row["name"]]
+        records.append(rec)
+    return records
+
+
+def spread_observations(table: pd.DataFrame, *, metric: str = "val_acc") -> str:
+    """With repeats: whether the leading configurations differ by more than the run-to-run spread."""
+    std = f"{metric}_std"
+    ok = table.dropna(subset=[metric])
+    if std not in ok or len(ok) < 2:
+        return ""
+    ok = ok.sort_values(metric, ascending=False, kind="stable")
+    first, second = ok.iloc[0], ok.iloc[1]
+    diff, spread = first[metric] - second[metric], max(first[std], second[std])
+    runs = int(first.get("repeats", 0))
+    typical = float(np.nanmean(ok[std]))
+    line = (f"- **Run-to-run spread:** over {runs} seeds the standard deviation of {metric.replace('_', ' ')} is "
+            f"{typical:.2%} on average. {md_code(first['name'])} leads {md_code(second['name'])} by {diff:.2%}, ")
+    if not math.isfinite(spread) or diff <= spread:
+        line += (f"less than their spread ({spread:.2%}): this grid cannot tell them apart; more repeats or "
+                 "epochs would be needed to rank them.")
+    else:
+        line += f"more than their spread ({spread:.2%})."
+    close = [r["name"] for _, r in ok.iloc[1:].iterrows() if first[metric] - r[metric] <= max(first[std], r[std])]
+    if len(close) > 1:
+        line += f" Within the spread of the best: {', '.join(md_code(n) for n in close)}."
+    return line
+
+
+# Headers of the report tables; other columns keep their names with spaces for underscores, so that
+# a narrow PDF page can wrap a header between words instead of squeezing it.
+HEADERS = {"train_acc": "train acc %", "val_acc": "val acc %", "test_acc": "test acc %", "train_loss": "train loss",
+           "val_loss": "val loss", "test_loss": "test loss", "best_epoch": "best epoch (val loss)",
+           "epochs_run": "epochs", "params": "parameters"}
+
+
+def results_table(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The columns a report shows, with readable headers, accuracies in percent and rounded losses.
+
+    ``test_acc`` is expected as a fraction, like ``train_acc`` and ``val_acc``. The ``status`` column is
+    shown only when some run did not complete (its reason is then in that column).
+    """
+    view = table[[c for c in columns if c in table.columns]].copy()
+    for col, scale, digits in [(c, 100, 2) for c in ("train_acc", "val_acc", "test_acc")] + \
+            [(c, 1, 4) for c in ("train_loss", "val_loss", "test_loss")]:
+        if col not in view:
+            continue
+        if f"{col}_std" in table:
+            # repeats: mean±std over the seeds, without spaces so that a narrow PDF column keeps it on one line
+            # (losses lose a digit for the width the std takes)
+            d = digits if scale == 100 else digits - 1
+            view[col] = [f"{m * scale:.{d}f}±{s * scale:.{d}f}" if pd.notna(m) else "–"
+                         for m, s in zip(table[col], table[f"{col}_std"].fillna(0.0))]
+        else:
+            view[col] = (view[col] * scale).round(digits)
+    if "seconds" in view:
+        view["seconds"] = view["seconds"].round(1)
+    if "status" in view and (view["status"] == "completed").all():
+        view = view.drop(columns="status")  # a column of "completed" only takes width from a full page
+    if "name" in view:
+        view = view.set_index("name")
+    return view.rename(columns=lambda c: HEADERS.get(c, c.replace("_", " ")))
+
+
+RESULT_COLUMNS = ("params", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "best_epoch",
+                  "seconds", "status")
+
+
+def experiment_table(result: dict, columns=RESULT_COLUMNS) -> pd.DataFrame:
+    """The report's table of a comparison: the varied parameters as the index (one column each), then results.
+
+    A configuration's name is shown too when it was given in the grid (it then says more than its values).
+    """
+    table, varied = result["table"], [k for k in result["varied"] if k in result["table"]]
+    named = any(c["name"] != config_name({k: v for k, v in c.items() if k != "name"}) for c in result["configs"])
+    keys = (["name"] if named or not varied else []) + varied
+    view = results_table(table, [*keys, *columns])
+    view = view.reset_index() if "name" in keys else view
+    index = [HEADERS.get(k, k.replace("_", " ")) for k in keys]
+    return view.set_index(index)
+
+
+def distinct_models(configs: list[dict], *, base, build, limit: int = 4) -> list[tuple[str, object]]:
+    """``(title, model)`` for each distinct architecture among the configurations (first ``limit``), so a
+    report prints one summary per architecture rather than one per configuration."""
+    seen, out = {}, []
+    for c in configs:
+        model = build(settings_of(c, base))
+        key = repr(model)
+        if key in seen:
+            seen[key].append(c["name"])
+            continue
+        seen[key] = [c["name"]]
+        out.append((key, model))
+    return [(f"Architecture of {', '.join(seen[k][:3])}{' ...' if len(seen[k]) > 3 else ''}", m)
+            for k, m in out[:limit]]
