@@ -45,10 +45,11 @@ import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy
 import torch
 
 from helpers import cache_trust as trust
-from helpers.engine.config import PROJECT_ROOT
+from helpers.paths import PROJECT_ROOT
 
 ENV_DIR = "HELPERS_CACHE_DIR"
 ENV_SWITCH = "HELPERS_CACHE"
@@ -116,14 +117,11 @@ def code_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def environment_parts(device="auto") -> dict:
-    """What every key holds besides the work's own settings: format, code, versions, device type."""
-    import numpy
-    import torchvision
+def environment_parts(dev: torch.device) -> dict:
+    """What every key holds besides the work's own settings: format, code, versions, type of the device ``dev``
+    (resolved by the caller: :func:`helpers.engine.training.resolve_device`)."""
+    import torchvision  # lazy: only a run's key needs its version, and importing it takes a second
 
-    from helpers.engine.training import resolve_device
-
-    dev = resolve_device(device)
     return {"format": FORMAT, "code": code_digest(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "numpy": numpy.__version__, "device": dev.type,
             # two GPU models may round differently; CPUs of one build give the same numbers
@@ -317,7 +315,7 @@ def store(kind: str, key: str, write: Callable[[Path], None], *, parts: Mapping,
 
 def link_or_copy(src: Path, dst: Path) -> None:
     """``dst`` as a hard link to ``src`` (no second copy on one disk), else a copy. Checkpoints are replaced,
-    never written in place (:func:`helpers.engine.training.save_checkpoint`), so a linked file is never changed."""
+    never written in place (:func:`helpers.engine.checkpoints.save_checkpoint`), so a linked file is never changed."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.unlink(missing_ok=True)
     try:
@@ -363,39 +361,6 @@ def describe(record: Mapping | None) -> str:
     made = _provenance(record.get("produced_by"))
     whose = "an earlier run of the same user" if record.get("own", True) else "another user's run (a shared cache)"
     return f"read from the cache (entry {record['key']}, made by {whose} on {made['created'] or '?'})"
-
-
-def bound_parts(fn, settings: Mapping) -> list:
-    """What a ``train_one`` was bound to that also decides its result, for its runs' keys: data sets it closes
-    over (e.g. the autoencoder's own training images) and objects with a ``cache_key(settings)`` method (the
-    starting weights of the transfer section)."""
-    if isinstance(fn, functools.partial):
-        values = [*fn.args, *fn.keywords.values()]
-    else:
-        values = []
-        for cell in getattr(fn, "__closure__", None) or ():
-            try:
-                values.append(cell.cell_contents)
-            except ValueError:  # an empty cell
-                continue
-    parts = []
-    for value in values:
-        part = _bound_part(value, settings)
-        if part:
-            parts.append(part)
-    return parts
-
-
-def _bound_part(value, settings: Mapping):
-    from helpers.data.fashion import ImageSet
-
-    if hasattr(value, "cache_key"):
-        return value.cache_key(settings)
-    if isinstance(value, ImageSet):
-        return data_digest(value)
-    if isinstance(value, Mapping):
-        return {str(k): data_digest(v) for k, v in value.items() if isinstance(v, ImageSet)}
-    return None
 
 
 def callable_name(fn) -> str:

@@ -43,3 +43,16 @@ else:
     # papermill needs a real file, so an installed copy must be unpacked on disk (pip always does that)
     NOTEBOOKS_DIR = Path(str(resources.files(__package__).joinpath("notebooks")))
     DATA_DIR = user_data_dir()
+
+# Each report section's notebook and title.
+NOTEBOOKS = {
+    "mlp": ("01_mlp_grid.ipynb", "MLP optimizer × regularizer grid"),
+    "cnn": ("02_cnn_comparison.ipynb", "CNN pooling × normalization comparison"),
+    "transfer": ("03_transfer_learning.ipynb", "Transfer learning"),
+    "autoencoder": ("04_autoencoder.ipynb", "Denoising autoencoder"),
+}
+
+
+def notebook_path(section: str) -> Path:
+    """The notebook of report section ``section`` (a key of :data:`NOTEBOOKS`)."""
+    return NOTEBOOKS_DIR / NOTEBOOKS[section][0]

@@ -53,10 +53,11 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from helpers.data import fashion as data  # noqa: E402
-from helpers.models.architecture import build_from_spec  # noqa: E402
 from helpers.data.augment import Augment  # noqa: E402
+from helpers.engine.optim import make_optimizer  # noqa: E402
+from helpers.engine.training import autocast_dtype, fit, seed_everything, step_flops  # noqa: E402
+from helpers.models.architecture import build_from_spec  # noqa: E402
 from helpers.models.networks import build_mlp  # noqa: E402
-from helpers.engine.training import autocast_dtype, fit, make_optimizer, seed_everything, step_flops  # noqa: E402
 
 # What each model is trained with in every way (the MLP as report 000 trains it; the CNN as the strong model).
 MODELS = {

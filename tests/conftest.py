@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip as _gzip
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see helpers/__init__.py
@@ -17,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see helpers
 import numpy as np  # noqa: E402
 import pytest
 import torch
+from filelock import FileLock
 
 # File stems of the four IDX files (the same names as helpers.data.fashion.FILES, spelled out here so the
 # fixture does not depend on the code under test).
@@ -180,3 +182,45 @@ def _in_the_repository_root(monkeypatch):
     test leaves the process in is undone after it (papermill's in-process ``chdir`` is not thread-safe: two runs in
     one process can leave the working folder in notebooks/, and a later test's relative paths would then miss)."""
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+
+
+# The one smoke MLP report that several test files read (verify, hostile hand-ins, the interactive run's papermill
+# side): the same notebook with the same parameters, so it is made once per test session, not once per file.
+MLP_SMOKE_REPORT = {"profile": "smoke", "optimizers": ["adam"], "regularizers": ["none", "dropout"],
+                    "author_name": "Ada"}
+
+
+def make_mlp_smoke_report(folder: Path, data_dir: Path) -> Path:
+    """Run :data:`MLP_SMOKE_REPORT` on ``data_dir`` as ``python -m helpers run`` does, into ``folder/mlp`` (HTML,
+    metrics.json, the executed notebook; no checkpoints), with the cache off: every number is computed here."""
+    from helpers.cli.runner import run_section  # lazy: this file loads before, and without, the code under test
+
+    before = os.environ.get("HELPERS_CACHE")
+    os.environ["HELPERS_CACHE"] = "off"
+    try:
+        status = run_section("mlp", output_dir=folder, formats=("html",), log=lambda *_: None, progress=False,
+                             parameters={**MLP_SMOKE_REPORT, "data_dir": str(data_dir)})
+    finally:
+        os.environ.pop("HELPERS_CACHE") if before is None else os.environ.update(HELPERS_CACHE=before)
+    assert status["status"] == "ok", status
+    shutil.rmtree(folder / "mlp" / "checkpoints", ignore_errors=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mlp_smoke_report(tmp_path_factory, fake_data_dir) -> Path:
+    """A student's report folder ``.../ada`` holding ``mlp/{metrics.json, mlp.html, mlp.ipynb}`` of
+    :data:`MLP_SMOKE_REPORT` on the fake data. Shared: a test copies it before changing anything in it.
+
+    Under pytest-xdist the workers share one copy: the first to ask makes it under the session's common temporary
+    folder while holding a file lock, the others wait for it and read it (a copy left half made by a failed worker
+    is made again)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return make_mlp_smoke_report(tmp_path_factory.mktemp("mlp-smoke") / "ada", fake_data_dir)
+    shared = tmp_path_factory.getbasetemp().parent / "mlp-smoke-report"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "complete").is_file():
+            shutil.rmtree(shared, ignore_errors=True)
+            make_mlp_smoke_report(shared / "ada", fake_data_dir)
+            (shared / "complete").touch()
+    return shared / "ada"

@@ -18,11 +18,14 @@ import pytest
 import yaml
 
 from helpers.cli.main import main
-from helpers.engine.config import PROFILE_NAMES, smoke_cap
 from helpers.cli.runner import NOTEBOOKS_DIR, SECTIONS
+from helpers.engine.config import PROFILE_NAMES
+from helpers.sections import smoke_values as smoke_cap
+from tests.consistency import check_test_result, page_text
 
 ROOT = Path(__file__).resolve().parent.parent
-ASSIGNMENTS = sorted((NOTEBOOKS_DIR / "assignments").glob("*/*.yaml"))
+# one section's parameter files; assignments/course/ holds whole assignments (tests/test_course_*.py)
+ASSIGNMENTS = sorted(p for p in (NOTEBOOKS_DIR / "assignments").glob("*/*.yaml") if p.parent.name in SECTIONS)
 # executed in smoke, one per section: the CNN one has `schedule: none`, the MLP one `none` among its activations
 SMOKE = {"mlp": "001_e1_activation_50_units", "cnn": "002_e1_augmentation", "transfer": "000_e3_frozen_resnet18",
          "autoencoder": "002_e6_epochs"}
@@ -98,3 +101,12 @@ def test_one_assignment_per_section_runs_in_smoke_through_the_command(section, t
     for row in metrics["configurations"]:
         assert all(k in row for k in varied), f"every varied parameter has its own column: {varied}"
     assert (tmp_path / section / f"{section}.html").stat().st_size > 10_000
+    test = metrics["best"]["test"]
+    check_test_result(test, metrics["data"]["class_names"], metrics["data"]["sizes"]["test"])
+    # what the student and the grader read is what metrics.json holds: the report's test result, the index's column
+    # and the command's summary line
+    page = page_text((tmp_path / section / f"{section}.html").read_text())
+    shown = re.findall(r"test accuracy (\d+\.\d\d%) ?, test loss (\d+\.\d{4})", page)
+    assert shown and set(shown) == {(f"{test['accuracy']:.2%}", f"{test['loss']:.4f}")}, shown
+    assert f" {test['accuracy']:.2%} " in page_text((tmp_path / "index.html").read_text())
+    assert f"test accuracy {test['accuracy']:.2%}" in done.stdout

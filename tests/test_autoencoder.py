@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.sections import autoencoder as ae_mod
-from helpers.reporting import plots
-from helpers.engine.config import ConfigError, make_config
 from helpers.data.fashion import select_classes
+from helpers.engine.config import ConfigError
+from helpers.reporting import observations, plots
+from helpers.sections import autoencoder as ae_mod
+from helpers.sections import make_config
 from tests.conftest import fake_image_set
 
 matplotlib.use("Agg")
@@ -161,10 +162,36 @@ def test_observations_speak_from_the_numbers(sets):
     model = ae_mod.build_autoencoder("mlp", hidden_sizes=[16], bottleneck=4)
     history = ae_mod.fit_autoencoder(model, train, val, num_epochs=2, noise_std=0.2, progress=False, device="cpu")
     clf = ae_mod.train_classifier(model, train, val, val, num_epochs=1, device="cpu")
-    text = ae_mod.observations(ae_history=history, recon={"mse": 0.02, "noisy_mse": 0.04}, classifier=clf,
-                               cnn={"accuracy": 0.9})
+    text = observations.autoencoder_observations(ae_history=history, recon={"mse": 0.02, "noisy_mse": 0.04},
+                                                 classifier=clf, cnn={"accuracy": 0.9})
     assert "removes 50%" in text and f"{clf['test']['accuracy']:.2%}" in text and "CNN" in text
+    hardest = clf["test"]["per_class"].sort_values("accuracy").iloc[0]
+    assert f"- **Hardest class:** {hardest['class']} ({hardest['accuracy']:.1%}); easiest:" in text
     assert np.isfinite(clf["test"]["loss"])
+
+
+def test_epoch_comparison_reuses_the_main_classifier_and_makes_one_row_per_run(sets):
+    train, val = (select_classes(s, [1, 3, 5]) for s in sets)
+    model = ae_mod.build_autoencoder("mlp", hidden_sizes=[16], bottleneck=4)
+    cfg = make_config("autoencoder", **_params(classes=[1, 3, 5], device="cpu"))
+    clf = ae_mod.train_classifier(model, train, val, val, num_epochs=cfg.classifier_epochs, device="cpu")
+    runs, table = ae_mod.epoch_comparison(model, clf, cfg, train=train, val=val, test=val)
+    assert list(runs) == [f"{n} epochs" for n in cfg.epoch_options] == ["1 epochs", "2 epochs"]
+    assert runs[f"{cfg.classifier_epochs} epochs"] is clf  # the main classifier is not trained again
+    assert list(table["epochs_run"]) == [1, 2] and list(table.columns[:2]) == ["name", "epochs_run"]
+    assert set(ae_mod.EPOCH_COLUMNS) <= set(table.columns)
+    skipped = make_config("autoencoder", **_params(classes=[1, 3, 5], device="cpu", compare=False))
+    assert ae_mod.epoch_comparison(model, clf, skipped, train=train, val=val, test=val)[1].empty
+
+
+def test_side_by_side_is_per_class_and_overall_in_percent(sets):
+    train, val = (select_classes(s, [1, 3]) for s in sets)
+    model = ae_mod.build_autoencoder("mlp", hidden_sizes=[16], bottleneck=4)
+    clf = ae_mod.train_classifier(model, train, val, val, num_epochs=1, device="cpu")
+    names = list(clf["test"]["per_class"]["class"])
+    side = ae_mod.side_by_side({"accuracy": 0.5, "per_class_accuracy": {n: 0.25 for n in names}}, clf["test"])
+    assert list(side.index) == [*names, "overall"] and side.loc["overall", "CNN report"] == 50.0
+    assert side.loc["overall", "encoder + classifier"] == round(clf["test"]["accuracy"] * 100, 2)
 
 
 def test_epoch_marks_on_every_axis():

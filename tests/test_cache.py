@@ -16,15 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.sections import backbones
 from helpers import cache
-from helpers.engine import training
-from helpers.sections.backbones import BackboneWeights
+from helpers.cli.verify import rerun
 from helpers.data.fashion import ImageSet, load_fashion_mnist
+from helpers.engine import training
 from helpers.engine.experiment import run_cache_parts, run_experiment
-from helpers.models.networks import build_mlp
 from helpers.engine.training import checkpointing, fit
-from helpers.cli.verify import differences, rerun
+from helpers.models.networks import build_mlp
+from helpers.reporting.fingerprint import differences
+from helpers.sections import backbones
+from helpers.sections.backbones import BackboneWeights
 from tests.conftest import fake_image_set, make_fake_fashion_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,10 +78,51 @@ def test_a_key_changes_with_any_setting_seed_or_data_and_with_nothing_else():
     assert {"code", "torch", "device", "train", "val"} <= set(parts) and parts["device"] == "cpu"
 
 
-def test_the_code_digest_follows_the_computing_modules_only():
-    files = {p.name for p in Path(cache.__file__).parent.glob("*.py")}
-    assert {"training.py", "data.py", "experiment.py", "backbones.py"} <= files - cache.NOT_COMPUTING
-    assert "cli.py" in cache.NOT_COMPUTING and "batch.py" in cache.NOT_COMPUTING
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """A copy of the package's Python files that :func:`helpers.cache.code_digest` reads instead of the package
+    (its ``__file__`` pointed into the copy), a function giving the copy's digest as it stands now, and the real
+    package's digest."""
+    cache.code_digest.cache_clear()
+    real = cache.code_digest()
+    root = Path(cache.__file__).resolve().parent
+    copy = tmp_path / "helpers"
+    for path in root.rglob("*.py"):
+        (copy / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy / path.relative_to(root))
+    monkeypatch.setattr(cache, "__file__", str(copy / "cache.py"))
+
+    def digest() -> str:
+        cache.code_digest.cache_clear()
+        return cache.code_digest()
+
+    yield copy, digest, real
+    cache.code_digest.cache_clear()  # the next caller computes the real package's digest again
+
+
+@pytest.mark.parametrize("module, counts", [
+    ("engine/training.py", True), ("engine/experiment.py", True), ("data/fashion.py", True),
+    ("models/networks.py", True), ("sections/backbones.py", True), ("cache.py", True),
+    ("engine/new_module.py", True),  # a module added to a computing room counts from its first line
+    ("cli/main.py", False), ("cli/batch.py", False), ("cli/new_module.py", False), ("reporting/report.py", False),
+    ("reporting/plots.py", False), ("engine/progress.py", False), ("escape.py", False), ("__init__.py", False),
+])
+def test_the_code_digest_changes_with_a_computing_module_only(package_copy, module, counts):
+    """A changed line of a module that computes results makes every key new; a changed line of the command line,
+    the reports or the progress bars keeps the cache valid (:func:`helpers.cache.computes` decides which)."""
+    copy, digest, real = package_copy
+    before = digest()
+    assert before == real  # the same files, the same digest, wherever they are
+    path = copy / module
+    original = path.read_text() if path.exists() else None
+    path.write_text((original or "") + "\nX = 1  # one line more\n")
+    assert (digest() != before) is counts
+    assert cache.computes(module) is counts
+    if original is None:
+        path.unlink()
+    else:
+        path.write_text(original)
+    assert digest() == before  # the change undone, the old entries are found again
 
 
 def test_a_batch_row_elsewhere_gets_the_folder_and_the_switch(monkeypatch, tmp_path):
@@ -195,7 +237,7 @@ def test_the_same_pretraining_is_read_back(tmp_path, monkeypatch):
     monkeypatch.setattr(backbones, "pretrain", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
 
     def weights(folder, **made_by):
-        w = BackboneWeights(source, epochs=1, batch_size=16, device="cpu", save_dir=folder, made_by=made_by)
+        w = BackboneWeights(source, num_epochs=1, batch_size=16, device="cpu", save_dir=folder, made_by=made_by)
         return w, w.get("pretrain", "resnet18", 32)
 
     first, w1 = weights(tmp_path / "a", output_dir="reports/a")
@@ -210,7 +252,7 @@ def test_the_same_pretraining_is_read_back(tmp_path, monkeypatch):
     assert "read from the cache" in second.describe("resnet18", 32) and "reports/a" not in second.describe("resnet18", 32)
     # the runs' keys name the pretraining: other pretraining settings, other runs
     s = {"weights": "pretrain", "backbone": "resnet18", "image_size": 32}
-    other = BackboneWeights(source, epochs=2, batch_size=16, device="cpu")
+    other = BackboneWeights(source, num_epochs=2, batch_size=16, device="cpu")
     assert first.cache_key(s) == second.cache_key(s) != other.cache_key(s)
 
 

@@ -12,15 +12,15 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.sections import cnn
-from helpers.reporting import report
+from helpers.cli.runner import notebook_path
 from helpers.data.augment import Augment
-from helpers.engine.config import ConfigError, augment_from, make_config
 from helpers.data.fashion import CLASS_NAMES, load_splits
+from helpers.engine.config import ConfigError, augment_from
 from helpers.engine.experiment import best_config, run_experiment
 from helpers.models.networks import count_parameters
+from helpers.reporting import observations
 from helpers.reporting.plots import plot_feature_maps
-from helpers.cli.runner import notebook_path
+from helpers.sections import cnn, make_config
 from tests.conftest import fake_image_set
 
 matplotlib.use("Agg")
@@ -188,7 +188,7 @@ def test_compare_augmentation_reuses_the_search_run():
                            train=train, val=val, device="cpu")
     for key in ("train_loss", "val_loss"):
         assert again["histories"][on].column(key) == search["histories"]["max + batch_norm"].column(key)
-    text = cnn.augmentation_observations(result["table"])
+    text = observations.augmentation_observations(result["table"])
     row = result["table"].set_index("name")
     assert f"{row.loc[on, 'val_acc']:.2%} on" in text and f"({row.loc[off, 'val_acc']:.2%} off" in text
 
@@ -394,13 +394,13 @@ def test_factor_observations_and_best_agree_on_ties():
                           "norm": ["bn", "bn", "do", "do"], "val_acc": [0.90, 0.90, 0.86, 0.80],
                           "train_acc": [0.95, 0.92, 0.88, 0.81], "seconds": [5.0, 3.0, 4.0, 2.0],
                           "status": ["completed"] * 4})
-    text = report.factor_observations(table, ("pool", "norm"), labels={"pool": "Pooling"})
+    text = observations.factor_observations(table, ("pool", "norm"), labels={"pool": "Pooling"})
     assert "**Pooling:**" in text and "`max` 88.00%" in text and "`avg` 85.00%" in text
     assert "`bn` leads by 7.00%" in text
     configs = [{"name": n} for n in table["name"]]
     # a tie on accuracy (no validation loss here) goes to the earlier configuration, never to the faster run
     assert best_config(table, configs)["name"] == "max + bn"
-    assert "`max + bn`" in report.grid_observations(table, {}).splitlines()[0]
+    assert "`max + bn`" in observations.grid_observations(table, {}).splitlines()[0]
 
 
 # --- the benchmark script's torchvision side (the timing itself is not a test) -----------------------------

@@ -5,10 +5,9 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from helpers.sections import cnn
-from helpers.sections import mlp  # noqa: F401  (importing a section registers it)
-from helpers.engine.config import Config, ConfigError, augment_from, make_config
 from helpers.cli.runner import notebook_path
+from helpers.engine.config import Config, ConfigError, augment_from
+from helpers.sections import make_config, parameter_choices
 
 
 def notebook_namespace(section: str) -> dict:
@@ -172,10 +171,6 @@ def test_augment_from_parameters():
 def test_the_words_a_section_registers_are_the_values_its_checks_allow(section):
     """Each parameter's registered words (which keep ``schedule none`` the word on a command line or in a
     spreadsheet) are each accepted by make_config, and a word outside them is refused naming the parameter."""
-    from helpers.sections import autoencoder
-    from helpers.sections import transfer  # noqa: F401  (registers them)
-    from helpers.engine.config import parameter_choices
-
     namespace = {**notebook_namespace(section), "profile": "smoke"}
     words = parameter_choices(section)
     assert words and set(words) <= set(namespace)

@@ -166,7 +166,7 @@ def test_a_worker_killed_mid_row_loses_no_row_and_reports_none_twice(separate_cl
 
 
 def test_a_row_past_its_row_timeout_is_stopped_with_its_process(tmp_path, fake_data_dir):
-    from helpers.cli.batch import run_row
+    from helpers.cli.rows import run_row
 
     start = time.monotonic()
     result = run_row(tmp_path / "Ada", ["mlp"], {"data_dir": str(fake_data_dir), "profile": "smoke"}, no_input=False,

@@ -392,6 +392,7 @@ def test_subsample():
     assert torch.equal(data.y[torch.tensor(ids(sub))], sub.y)
     assert ids(subsample(data, per_class=12, seed=0)) == ids(sub)
     assert ids(subsample(data, per_class=12, seed=1)) != ids(sub)
+    assert subsample(data, per_class=None) is data and subsample(data, per_class="all") is data  # no cap
 
 
 def test_concat_and_class_mismatch():

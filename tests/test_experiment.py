@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from helpers.engine import experiment
-from helpers.reporting import report
+from helpers.reporting import observations, report
 from helpers.data.fashion import ImageSet
 from helpers.engine.experiment import GridError, expand_grid
 from helpers.engine.metrics import evaluate
@@ -184,7 +184,7 @@ def test_evaluate_test_all_gives_test_accuracy_and_per_class_per_configuration()
     # test results are shown, but the choice of the best still uses validation accuracy
     assert experiment.best_config(out["table"], configs)["name"] == out["table"]["name"].iloc[0]
     assert "test acc %" in experiment.experiment_table(out).columns
-    assert "chosen on validation accuracy" in report.experiment_observations(out)
+    assert "chosen on validation accuracy" in observations.experiment_observations(out)
 
 
 # --- repeats ----------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_spread_observations_when_the_leaders_cannot_be_told_apart():
     assert "over 2 seeds" in text
     assert "`good + sizes 16-8` leads `fair + sizes 16-8` by 2.00%" in text
     assert "less than their spread (2.83%)" in text and "cannot tell them apart" in text
-    assert "cannot tell them apart" in report.experiment_observations(out)
+    assert "cannot tell them apart" in observations.experiment_observations(out)
 
 
 def test_spread_observations_when_the_leader_is_clear():

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from helpers import cache
-from helpers.reporting import report
+from helpers.reporting import metrics_file, report
 from helpers.data.fashion import load_fashion_mnist
 from tests.conftest import stop_processes
 
@@ -154,7 +154,7 @@ def test_no_name_id_folder_or_host_of_the_producer_reaches_another_report():
     assert not any(s in (entry / "meta.json").read_text() for s in secrets_of_mallory)
     record = cache.hit_record(cache.lookup("runs", "cd" * 32))
     assert record["produced_by"]["seconds"] == 1.5 and record["produced_by"]["created"]  # provenance kept
-    metrics = {"cache": report.cache_record({"runs": [{"name": "only", "repeat": 0, "seed": 0, "cache": record}]}),
+    metrics = {"cache": metrics_file.cache_record({"runs": [{"name": "only", "repeat": 0, "seed": 0, "cache": record}]}),
                "data": {"cache": record}, "pretraining": {"resnet18": {"cache": record}}}
     shown = json.dumps(metrics) + json.dumps(report.cache_rows(metrics))
     assert "read from the cache (entry cdcdcdcd" in shown

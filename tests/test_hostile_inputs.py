@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import batch
-from helpers.cli.batch import plan_batch, read_batch, run_row
+from helpers.cli import rows
+from helpers.cli.batch import plan_batch, read_batch
 from helpers.cli.main import build_parser, collect_parameters, typed_parameter
+from helpers.cli.rows import run_row
 from helpers.cli.runner import SECTIONS, notebook_parameters
 from helpers.reporting.summary import write_summary
 
@@ -163,7 +164,7 @@ def test_values_that_look_like_options_reach_the_notebook_parameters_unchanged(t
         def wait(self, timeout=None):
             return 1
 
-    monkeypatch.setattr(batch.subprocess, "Popen", Process)
+    monkeypatch.setattr(rows.subprocess, "Popen", Process)
     folder = tmp_path / "Ada"
     run_row(folder, ["mlp"], HOSTILE_ROW, no_input=False, formats=["html"], threads=1)
     [cmd] = started

@@ -33,7 +33,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from helpers.reporting import export
 from helpers.reporting import plots
-from helpers.reporting import report  # noqa: E402
+from helpers.reporting import observations, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = export.find_chromium()
@@ -145,8 +145,8 @@ def test_observations_show_configuration_and_class_names_literally():
                       "most_confused": pd.DataFrame({"true": classes[:1], "predicted": classes[1:2], "count": [3],
                                                      "share_of_true": [0.1]}),
                       "per_class": pd.DataFrame({"class": classes, "accuracy": [0.5, 0.7, 0.9]})}}
-    text = "\n".join([report.grid_observations(table, {}, final=final),
-                      report.factor_observations(table, ["pool"]), spread_observations(table),
+    text = "\n".join([observations.grid_observations(table, {}, final=final),
+                      observations.factor_observations(table, ["pool"]), spread_observations(table),
                       report.grid_summary([{"name": n, "<b>k</b>": 1} for n in names[:2]])])
     out = md(text, escape=False)
     assert not re.search(r"<(script|svg|img|iframe|a|h1)\b", out), out

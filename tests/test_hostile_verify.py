@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import verify_report
-from helpers.cli.runner import notebook_parameters, notebook_path, run_section
-from helpers.cli.verify import FASHION_MNIST_DIGEST, data_digest, fingerprint, verify_folder
+from helpers.cli.runner import notebook_parameters, notebook_path
 from helpers.cli.verify_html import parse_page
 from helpers.cli.verify_inputs import Reference, rerun_parameters
+from helpers.cli.verify_report import verify_folder
+from helpers.reporting.fingerprint import FASHION_MNIST_DIGEST, fingerprint, folder_digest, source_digest
 from tests.conftest import make_fake_fashion_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,20 +33,10 @@ README = ROOT / "README.md"
 
 
 @pytest.fixture(scope="module")
-def handin(tmp_path_factory, fake_data_dir):
-    """A student's hand-in folder ``<tmp>/ada`` with ``mlp/{metrics.json, mlp.html, mlp.ipynb}``."""
-    folder = tmp_path_factory.mktemp("hostile") / "ada"
-    before = os.environ.get("HELPERS_CACHE")
-    os.environ["HELPERS_CACHE"] = "off"
-    try:
-        status = run_section("mlp", output_dir=folder, formats=("html",), log=lambda *_: None, progress=False,
-                             parameters={"profile": "smoke", "data_dir": str(fake_data_dir), "optimizers": ["adam"],
-                                         "regularizers": ["none", "dropout"], "author_name": "Ada"})
-    finally:
-        os.environ.pop("HELPERS_CACHE") if before is None else os.environ.update(HELPERS_CACHE=before)
-    assert status["status"] == "ok", status
-    shutil.rmtree(folder / "mlp" / "checkpoints", ignore_errors=True)
-    return folder
+def handin(mlp_smoke_report):
+    """A student's hand-in folder ``<tmp>/ada`` with ``mlp/{metrics.json, mlp.html, mlp.ipynb}`` (the session's
+    shared report: tests tamper with copies of it only)."""
+    return mlp_smoke_report
 
 
 def copy(handin: Path, to: Path) -> Path:
@@ -167,12 +158,12 @@ def test_data_from_another_folder_fail_and_its_data_dir_is_never_used(handin, tm
     metrics = metrics_of(folder)
     metrics["parameters"]["data_dir"] = metrics["data"]["source"] = str(swapped)
     write_metrics(folder, metrics, refingerprint=True)
-    assert metrics_of(folder)["fingerprint"]["data"] == data_digest(swapped)
+    assert metrics_of(folder)["fingerprint"]["data"] == source_digest(swapped)
     ok, out = verify(folder, fake_data_dir)
     assert not ok and "not the reference data" in out and not stand_in_rerun
     # by default the data must be the real Fashion-MNIST, whatever folder the instructor has
     ok, out = verify_folder(folder, log=(lines := []).append), "\n".join(lines)
-    assert not ok and f"not Fashion-MNIST: their digest is {data_digest(swapped)}" in out
+    assert not ok and f"not Fashion-MNIST: their digest is {source_digest(swapped)}" in out
     assert FASHION_MNIST_DIGEST in out
 
 
@@ -417,7 +408,7 @@ def test_a_hostile_folder_name_is_printed_escaped(handin, tmp_path, fake_data_di
 
 
 def test_rerun_parameters_use_no_path_of_the_hand_in(tmp_path, fake_data_dir):
-    reference = Reference(fake_data_dir, data_digest(fake_data_dir), False, True)
+    reference = Reference(fake_data_dir, source_digest(fake_data_dir), False, True)
     declared = notebook_parameters("transfer")
 
     def params(**given):
@@ -443,8 +434,6 @@ def test_rerun_parameters_use_no_path_of_the_hand_in(tmp_path, fake_data_dir):
     metrics["fingerprint"]["data"] = "not its digest"
     _, _, why = rerun_parameters(metrics, declared, reference=reference, data_root=root, scratch=tmp_path)
     assert why and "is not the data the report read" in why
-    from helpers.cli.verify import folder_digest
-
     metrics["fingerprint"]["data"] = folder_digest(root / "bones")
     got, _, why = rerun_parameters(metrics, declared, reference=reference, data_root=root, scratch=tmp_path)
     assert why is None and got["dataset"] == str(root / "bones")
@@ -460,7 +449,7 @@ def test_a_rerun_that_fails_is_a_fail_line(handin, tmp_path, fake_data_dir, monk
     def broken(*args, **kwargs):
         raise PapermillExecutionError(4, 4, "cfg = ...", "ConfigError", "parameter activation='x' is not allowed", [])
 
-    monkeypatch.setattr("helpers.cli.kernels.execute", broken)
+    monkeypatch.setattr("helpers.cli.verify.execute", broken)  # verify imports it at the top
     ok, out = verify(copy(handin, tmp_path / "ada"), fake_data_dir)
     assert not ok and "the rerun failed in cell 4: ConfigError" in out
 

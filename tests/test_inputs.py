@@ -8,11 +8,11 @@ import argparse
 import pytest
 import torch
 
-from helpers.sections import mlp  # noqa: F401  (registers the section)
 from helpers.cli.batch import read_batch
 from helpers.cli.main import collect_parameters, typed_parameter
-from helpers.engine.config import ConfigError, make_config
 from helpers.cli.runner import SECTIONS, notebook_parameters
+from helpers.engine.config import ConfigError
+from helpers.sections import make_config
 
 DECLARED = {k: v for s in SECTIONS for k, v in notebook_parameters(s).items()}
 

@@ -93,7 +93,9 @@ def test_report_frame(result):
     # by hand: bee is predicted 5 times, 3 of them right; cat recall 1/4
     assert report.loc["bee", "precision"] == pytest.approx(3 / 5)
     assert report.loc["cat", "recall"] == pytest.approx(1 / 4)
-    assert report.loc["accuracy", "precision"] == pytest.approx(8 / 15)
+    # the accuracy row as scikit-learn prints it: the accuracy once, over every image, no precision or recall
+    assert report.loc["accuracy", "f1-score"] == pytest.approx(8 / 15) and report.loc["accuracy", "support"] == 15
+    assert report.loc["accuracy", ["precision", "recall"]].isna().all()
     assert report.loc["macro avg", "recall"] == pytest.approx(np.mean([2 / 5, 1, 1 / 4, 2 / 3]))
     assert report.loc["macro avg", "support"] == 15
 
@@ -159,8 +161,8 @@ def test_history_frame():
 
 def test_evaluate_real_model_on_fake_data(fake_sets):
     """A trained model on the shared fake data: the result's parts agree with each other."""
-    from helpers.models.networks import build_mlp
     from helpers.engine.training import fit
+    from helpers.models.networks import build_mlp
 
     torch.manual_seed(0)
     model = build_mlp(hidden_sizes=(32,), activation="relu")
@@ -170,7 +172,9 @@ def test_evaluate_real_model_on_fake_data(fake_sets):
     assert cm.shape == (10, 10) and cm.sum() == 100
     assert out["accuracy"] == pytest.approx(np.trace(cm) / 100)
     assert out["accuracy"] > 0.5
-    assert out["report"].loc["accuracy", "precision"] == pytest.approx(out["accuracy"])
+    accuracy_row = out["report"].loc["accuracy"]  # laid out as scikit-learn prints it: no precision or recall
+    assert accuracy_row["f1-score"] == pytest.approx(out["accuracy"]) and accuracy_row["support"] == 100
+    assert np.isnan(accuracy_row["precision"]) and np.isnan(accuracy_row["recall"])
     assert out["per_class"]["support"].tolist() == [10] * 10
 
 

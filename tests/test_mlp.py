@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.sections import mlp
-from helpers.engine.config import make_config
-from helpers.models.networks import PatchEmbed, count_parameters
 from helpers.engine.training import History
+from helpers.models.networks import PatchEmbed, count_parameters
+from helpers.sections import make_config, mlp
 from tests.conftest import fake_image_set
 from tests.test_config import MLP
 

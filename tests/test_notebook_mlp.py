@@ -8,8 +8,10 @@ import nbformat
 import papermill
 import pytest
 
-from helpers.data.fashion import DataNotFoundError, find_data
 from helpers.cli.runner import NOTEBOOKS_DIR, notebook_path
+from helpers.data.fashion import DataNotFoundError, find_data
+from tests.conftest import MLP_SMOKE_REPORT
+from tests.consistency import check_test_result
 
 FIGURES = ("samples", "grid_val_accuracy", "learning_curves", "learning_curves_overlay", "confusion_matrix",
            "per_class_accuracy", "confused_examples")
@@ -52,7 +54,7 @@ def test_smoke_writes_metrics_figures_and_records_parameters(smoke_run, fake_dat
     names = {c["name"] for c in metrics["configurations"]}
     assert "rmsprop + batch_norm" in names
     assert metrics["best"]["name"] in names
-    assert 0.0 <= metrics["best"]["test"]["accuracy"] <= 1.0
+    check_test_result(metrics["best"]["test"], metrics["data"]["class_names"], metrics["data"]["sizes"]["test"])
     cm = metrics["best"]["test"]["confusion_matrix"]
     assert len(cm) == 10 and sum(map(sum, cm)) == metrics["data"]["sizes"]["test"]
     assert set(metrics["best"]["test"]["per_class_accuracy"]) == set(metrics["data"]["class_names"])
@@ -145,25 +147,19 @@ def test_smoke_profile_on_real_data(tmp_path):
     assert metrics["best"]["test"]["accuracy"] > 0.4
 
 
-def test_interactive_run_gives_the_papermill_numbers(tmp_path, fake_data_dir):
-    """Top to bottom as in JupyterLab (nbclient, edited parameters cell, progress bars on) vs papermill."""
-    import os
-
+def test_interactive_run_gives_the_papermill_numbers(tmp_path, fake_data_dir, mlp_smoke_report, monkeypatch):
+    """Top to bottom as in JupyterLab (nbclient, edited parameters cell, progress bars on) vs papermill (the
+    session's shared report of the same parameters); both with the cache off, so each computes its numbers."""
     from nbclient import NotebookClient
 
-    params = {"profile": "smoke", "data_dir": str(fake_data_dir), "optimizers": ["adam"],
-              "regularizers": ["none", "dropout"]}
-    execute(tmp_path / "pm", output_dir=str(tmp_path / "pm_out"), **params)
+    params = {**MLP_SMOKE_REPORT, "data_dir": str(fake_data_dir)}
     nb = nbformat.read(str(notebook_path("mlp")), as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     cell.source += "".join(f"\n{k} = {v!r}" for k, v in {**params, "output_dir": str(tmp_path / "ui_out")}.items())
-    env = os.environ.pop("HELPERS_PROGRESS", None)
-    try:
-        NotebookClient(nb, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}).execute()
-    finally:
-        if env is not None:
-            os.environ["HELPERS_PROGRESS"] = env
-    a = json.loads((tmp_path / "pm_out" / "metrics.json").read_text())
+    monkeypatch.delenv("HELPERS_PROGRESS", raising=False)
+    monkeypatch.setenv("HELPERS_CACHE", "off")  # the kernel inherits both
+    NotebookClient(nb, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}).execute()
+    a = json.loads((mlp_smoke_report / "mlp" / "metrics.json").read_text())
     b = json.loads((tmp_path / "ui_out" / "metrics.json").read_text())
     assert a["best"]["test"] == b["best"]["test"]
     assert [c["val_acc"] for c in a["configurations"]] == [c["val_acc"] for c in b["configurations"]]

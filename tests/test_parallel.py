@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.sections import mlp
 from helpers.engine import parallel
-from helpers.engine.config import make_config
+from helpers.sections import make_config, mlp
 from tests.test_config import MLP
 
 CFG = make_config("mlp", **{**MLP, "device": "cpu"})

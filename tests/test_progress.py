@@ -65,7 +65,7 @@ def test_events_are_written_only_where_asked(tmp_path, monkeypatch):
     monkeypatch.setenv("HELPERS_PROGRESS_FILE", str(events))
     monkeypatch.setenv("COLUMNS", "200")
     emit("run", index=1, total=2, name="adam + none")
-    emit("batch", desc="adam + none", epoch=2, epochs=4, step=5, steps=10, loss=0.5, acc=0.8)
+    emit("batch", desc="adam + none", epoch=2, num_epochs=4, step=5, steps=10, loss=0.5, acc=0.8)
     notebook = tmp_path / "nb.ipynb"
     notebook.write_text(json.dumps({"cells": [
         {"cell_type": "markdown", "source": ["## The grid"]},

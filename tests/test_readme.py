@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.sections import autoencoder
-from helpers.sections import cnn
-from helpers.sections import mlp
-from helpers.sections import transfer  # noqa: F401  (each section registers itself)
 from helpers.cli.main import build_parser, collect_parameters, parse_value, route_parameters
-from helpers.engine.config import make_config
 from helpers.cli.runner import SECTIONS, notebook_parameters
+from helpers.sections import make_config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 NOTEBOOK_SECTION = {nb: s for s, (nb, _) in SECTIONS.items()}

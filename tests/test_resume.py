@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from helpers.data.augment import Augment
+from helpers.engine.checkpoints import CheckpointError
+from helpers.engine.training import fit
 from helpers.models.networks import build_mlp
-from helpers.engine.training import CheckpointError, fit
-from helpers.cli.verify import differences
+from helpers.reporting.fingerprint import differences
 from tests.conftest import fake_image_set
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli.batch import row_complete
 from helpers.cli.executors import Progress, gpu_ids, host_slots, local_worker_specs, row_resources
+from helpers.cli.rows import row_complete
 from helpers.reporting.export import find_chromium
-from helpers.reporting.summary import accuracy_bins, accuracy_by_value, class_table, varied_parameters, write_summary
+from helpers.reporting.summary import accuracy_bins, accuracy_by_value, class_table, differing_parameters, write_summary
 
 CHROMIUM = find_chromium()
 COMMON = {"profile": "smoke", "optimizers": ["adam"], "data_dir": "/data"}
@@ -103,12 +103,12 @@ def test_accuracy_grouped_by_assigned_value():
     assert accuracy_bins(pd.Series([61.0, 74.0])) == [60, 62, 64, 66, 68, 70, 72, 74, 76]
 
 
-def test_varied_parameters_compare_rows_with_defaults():
+def test_differing_parameters_compare_rows_with_defaults():
     rows = [{"status": "ok", "params": {"seed": 1, "author_id": "a"}}, {"status": "ok", "params": {"author_id": "b"}},
             {"status": "ok", "params": {"lr": 0.1}}, {"status": "failed", "params": {"lr": 0.1}},
             {"status": "bad row", "params": {"colour": "red"}}]
     # seed set on one row only (the others take the default) is varied; author_id is identity, not assignment
-    assert varied_parameters(rows) == ["seed", "lr"]
+    assert differing_parameters(rows) == ["seed", "lr"]
 
 
 def test_page_links_resolve_and_it_needs_nothing_online(batch_folder):

@@ -13,19 +13,18 @@ import helpers.engine.speed as speed
 import helpers.engine.training as ht
 from helpers.data.augment import Augment
 from helpers.data.fashion import ImageSet
-from helpers.models.networks import build_cnn, build_mlp
+from helpers.engine.checkpoints import load_checkpoint
+from helpers.engine.optim import l1_penalty, make_optimizer, make_scheduler
 from helpers.engine.training import (
+    FitSettings,
     History,
     fit,
-    l1_penalty,
-    load_checkpoint,
     loss_and_accuracy,
-    make_optimizer,
-    make_scheduler,
-    predict_logits,
+    predict,
     resolve_device,
     seed_everything,
 )
+from helpers.models.networks import build_cnn, build_mlp
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -199,14 +198,20 @@ def test_schedules_run_and_shape_the_lr(sets, schedule):
 # --- the fit loop -----------------------------------------------------------------------------------------
 
 
-def test_history_keys_length_and_helpers(sets):
-    history = run(mlp(), sets, num_epochs=3)
+def test_history_keys_length_and_helpers(sets, tmp_path):
+    model = mlp()
+    history = run(model, sets, num_epochs=3, checkpoint_dir=tmp_path, checkpoint_every=1)
     assert isinstance(history, History) and isinstance(history, list)
     assert len(history) == 3
     assert all(set(r) == HISTORY_KEYS for r in history)
     assert history.column("epoch") == [1, 2, 3]
     assert history.stop_reason == "completed"
-    assert all(0.0 <= r["train_acc"] <= 1.0 and 0.0 <= r["val_acc"] <= 1.0 for r in history)
+    # each epoch's validation numbers are those of the model as it was at the end of that epoch, and its training
+    # accuracy is right answers over training images (batches of 32: the last of the 200 images is a smaller one)
+    for r in history:
+        model.load_state_dict(load_checkpoint(tmp_path / f"epoch_{r['epoch']:03d}.pt")["model"])
+        assert [r["val_loss"], r["val_acc"]] == pytest.approx(list(loss_and_accuracy(model, sets["val"], device="cpu")))
+        assert r["train_acc"] * len(sets["train"]) == pytest.approx(round(r["train_acc"] * len(sets["train"])))
     assert history.seconds == pytest.approx(sum(r["seconds"] for r in history))
     val = history.column("val_loss")
     assert history.best_epoch == 1 + val.index(min(val))
@@ -242,6 +247,18 @@ def test_cnn_trains(sets):
 def test_fit_bad_sizes(sets, kwargs):
     with pytest.raises(ValueError, match="both must be >= 1"):
         run(mlp(), sets, **kwargs)
+
+
+def test_fit_settings_object_trains_as_keywords_do(sets):
+    """One FitSettings object, with a keyword overriding one field, trains exactly as the same keywords."""
+    settings = FitSettings(num_epochs=2, batch_size=32, optimizer="sgd", lr=0.05, seed=5, progress=False)
+    a, b = mlp(), mlp()
+    by_object = fit(a, sets["train"], sets["val"], settings, lr=0.02, device="cpu")
+    by_keywords = run(b, sets, num_epochs=2, optimizer="sgd", lr=0.02, seed=5)
+    assert rows(by_object) == rows(by_keywords) and same_weights(a, b)
+    assert settings.lr == 0.05  # frozen: the override made a new object
+    with pytest.raises(TypeError, match="epochs"):
+        fit(mlp(), sets["train"], None, epochs=2)  # the one name is num_epochs
 
 
 def test_seed_determinism(sets):
@@ -447,16 +464,16 @@ def test_resume_when_already_finished(sets, tmp_path):
 # --- prediction helpers --------------------------------------------------------------------------------------
 
 
-def test_predict_logits_batches_and_mode():
+def test_predict_batches_and_mode():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Dropout(0.5))
     model.train()
     X = torch.rand(10, 1, 2, 2)
-    logits = predict_logits(model, X, batch_size=3, device="cpu")
+    logits = predict(model, X, batch_size=3, device="cpu")
     assert logits.shape == (10, 3)
     assert model.training  # mode restored
     model.eval()
     assert torch.allclose(logits, model(X))
-    assert predict_logits(model, X[:0], device="cpu").numel() == 0
+    assert predict(model, X[:0], device="cpu").numel() == 0
 
 
 def test_progress_env(monkeypatch):
@@ -535,16 +552,16 @@ def test_test_flip_averages_the_image_and_its_mirror():
     torch.manual_seed(0)
     model = build_cnn(blocks=[{"channels": 4}, {"channels": 8}], hidden_sizes=(16,)).eval()
     X = torch.rand(5, 1, 28, 28)
-    plain = predict_logits(model, X, device="cpu")
+    plain = predict(model, X, device="cpu")
     ht.set_test_flip(model)
-    flipped = predict_logits(model, X, device="cpu")
+    flipped = predict(model, X, device="cpu")
     with torch.no_grad():
         expected = (model(X).softmax(1) + model(X.flip(-1)).softmax(1)) / 2
     assert torch.allclose(flipped.softmax(1), expected, atol=1e-6)
     assert not torch.allclose(plain, flipped)
     assert torch.allclose(flipped.exp().sum(1), torch.ones(5), atol=1e-5)  # log-probabilities, usable as logits
     ht.set_test_flip(model, False)
-    assert torch.equal(predict_logits(model, X, device="cpu"), plain)
+    assert torch.equal(predict(model, X, device="cpu"), plain)
 
 
 def test_latency_counts_the_mirror_image():

@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers.sections import backbones
-from helpers.engine import experiment
-from helpers.sections import transfer
-from helpers.engine.config import ConfigError, make_config
 from helpers.data.fashion import ImageSet, select_classes
+from helpers.engine import experiment
+from helpers.engine.config import ConfigError
 from helpers.engine.metrics import evaluate
 from helpers.engine.training import fit
+from helpers.reporting import observations
+from helpers.sections import backbones, make_config, transfer
 from tests.conftest import fake_image_set
 
 SIZE = 32  # the smallest image size the backbones accept
@@ -172,7 +172,7 @@ def count_pretraining(monkeypatch):
 
     def counted(backbone, *args, **kwargs):
         calls.append((backbone, kwargs["image_size"]))
-        return real(backbone, *args, **{**kwargs, "epochs": 1})
+        return real(backbone, *args, **{**kwargs, "num_epochs": 1})
 
     monkeypatch.setattr(backbones, "pretrain", counted)  # BackboneWeights calls it there
     return calls
@@ -180,7 +180,7 @@ def count_pretraining(monkeypatch):
 
 def test_train_one_in_each_mode(tiny, source, count_pretraining, tmp_path):
     train, val = tiny
-    weights = transfer.BackboneWeights(source, epochs=1, batch_size=16, head_hidden=32, device="cpu",
+    weights = transfer.BackboneWeights(source, num_epochs=1, batch_size=16, head_hidden=32, device="cpu",
                                        save_dir=tmp_path, image_size=SIZE)
     out = {m: transfer.train_one(_settings(mode=m, frozen_epochs=3 if m == "frozen" else None), train=train, val=val,
                                  seed=0, weights=weights) for m in transfer.MODES}
@@ -228,7 +228,7 @@ def test_pretrain_needs_a_source():
 
 def test_pretraining_is_done_once_for_all_configurations(tiny, source, count_pretraining):
     train, val = tiny
-    weights = transfer.BackboneWeights(source, epochs=1, batch_size=16, head_hidden=32, device="cpu")
+    weights = transfer.BackboneWeights(source, num_epochs=1, batch_size=16, head_hidden=32, device="cpu")
     configs = experiment.expand_grid({"mode": ["scratch", "frozen", "finetune"], "lr": [0.01, 0.05]},
                                      varying=transfer.RUN_PARAMETERS)
     base = _settings(epochs=1)
@@ -317,7 +317,7 @@ def test_a_grid_of_learning_rates(tiny, source, tmp_path):
     assert (view["backbone weights"] == "source-task pretraining").all()
     best = experiment.best_config(result["table"], cfg.grid_configs)
     test_result = evaluate(result["models"][best["name"]], val, device="cpu")
-    text = transfer.observations(result, base=cfg, best=best, test_result=test_result, pretrained=weights)
+    text = observations.transfer_observations(result, base=cfg, best=best, test_result=test_result, pretrained=weights)
     assert "**Best configuration:**" in text and "**Pretraining** (`resnet18`)" in text
     assert (tmp_path / "checkpoints" / "pretrained_resnet18.pt").is_file()
     assert f"{test_result['accuracy']:.2%} test accuracy" in text and "not retrained" in text
@@ -333,7 +333,7 @@ def test_mode_observations_compare_each_group_with_scratch():
              "frozen_params": 90 if c["mode"] == "frozen" else 0, "seconds": 1.0 if c["mode"] == "frozen" else 4.0}
             for c in configs]
     result = {"table": pd.DataFrame(rows), "varied": ["mode", "lr"], "configs": configs}
-    lines = transfer.mode_observations(result, base={"backbone": "resnet18"})
+    lines = observations.mode_observations(result, base={"backbone": "resnet18"})
     assert len(lines) == 6
     assert lines[0] == ("- `lr 0.01`: **frozen** scores 71.00% test accuracy, +20.00% against training from scratch "
                         "(51.00%) with the same labels.")

@@ -10,26 +10,20 @@ import sys
 from pathlib import Path
 
 import nbformat
-import papermill
 import pytest
 
-from helpers.reporting.export import export_html
-from helpers.cli.runner import NOTEBOOKS_DIR, notebook_path
-from helpers.cli.verify import check_fingerprint, differences, verify_folder
+from helpers.cli.runner import notebook_path
+from helpers.cli.verify_report import verify_folder
+from helpers.reporting.fingerprint import check_fingerprint, differences
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, fake_data_dir):
-    folder = tmp_path_factory.mktemp("verify") / "report"
-    papermill.execute_notebook(str(notebook_path("mlp")), str(folder.parent / "run.ipynb"),
-                               parameters={"profile": "smoke", "data_dir": str(fake_data_dir),
-                                           "output_dir": str(folder / "mlp"), "optimizers": ["adam"],
-                                           "regularizers": ["none", "dropout"], "author_id": "0042"},
-                               cwd=str(NOTEBOOKS_DIR), progress_bar=False)
-    export_html(folder.parent / "run.ipynb", folder / "mlp" / "mlp.html", author="Student Name 0042")
-    return folder
+def report(mlp_smoke_report):
+    """A report folder with ``mlp/{metrics.json, mlp.html, mlp.ipynb}`` (the session's shared report: copied
+    before any edit)."""
+    return mlp_smoke_report
 
 
 def test_metrics_carry_a_fingerprint_that_the_appendix_shows(report):
@@ -37,7 +31,7 @@ def test_metrics_carry_a_fingerprint_that_the_appendix_shows(report):
     fp = metrics["fingerprint"]
     assert set(fp) == {"parameters", "notebook", "data", "results", "short"} and all(fp.values())
     assert check_fingerprint(metrics, notebook=notebook_path("mlp")) == []
-    nb = nbformat.read(str(report.parent / "run.ipynb"), as_version=4)
+    nb = nbformat.read(str(report / "mlp" / "mlp.ipynb"), as_version=4)
     assert fp["short"] in json.dumps([c.get("outputs") for c in nb.cells])
 
 

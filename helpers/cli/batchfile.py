@@ -22,7 +22,7 @@ import yaml
 from helpers.cli.parameters import TEXT_PARAMETERS, load_yaml_parameters, typed_parameter
 from helpers.textfiles import BATCH, MAX_BATCH_BYTES, PARAMETER_SET, InputError, check, compose, construct, measure, read_text
 
-TEXT_COLUMNS = ("name", "sections")  # the row's own columns: a student named "yes", "0123" or "None" keeps it
+TEXT_COLUMNS = ("name", "sections", "id")  # the row's own columns: a name "yes", an id "0123" stay text
 SEPARATORS = (",", ";", "\t")  # ";" where the decimal mark is a comma (Excel in most of Europe)
 DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")  # 0,001 in a ";" file: the number 0.001
 SEP_LINE = re.compile(r'"?sep=(.)"?')  # Excel's first line naming the separator, e.g. sep=;

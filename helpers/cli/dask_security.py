@@ -39,6 +39,7 @@ def listen(port: int = 0) -> str:
 
 def _files_security(folder: Path):
     """A Security of one self-signed certificate (its own CA) made with the ``openssl`` command, or None."""
+    # lazy on purpose: distributed takes seconds to import, and only --executor dask needs it
     from distributed.security import Security
 
     openssl = shutil.which("openssl")
@@ -61,6 +62,7 @@ def _files_security(folder: Path):
 def local_security(*, quiet: bool = False):
     """The TLS settings of a local cluster, with a certificate that exists only while the block runs and that
     only this user can read (its folder is 0700); None (plain ``tcp://`` on 127.0.0.1) where none can be made."""
+    # lazy on purpose: distributed takes seconds to import, and only --executor dask needs it
     from distributed.security import Security
 
     try:
@@ -88,6 +90,7 @@ def check_scheduler(address: str, *, warn=None) -> str:
     A wildcard host is refused (the toolkit never starts a scheduler at a given address: without ``--scheduler``
     it starts one on 127.0.0.1 itself); ``tls://`` needs Dask's TLS settings; plain ``tcp://`` to another host
     is allowed with a warning (``warn``: where it goes, default standard error)."""
+    # lazy on purpose: distributed takes seconds to import, and only --executor dask needs it
     from distributed.comm import parse_address, parse_host_port
     from distributed.security import Security
 

@@ -1,7 +1,7 @@
 """Where a batch's rows run: threads on this machine (``--executor local``) or tasks on a Dask cluster
 (``--executor dask``), with one progress line for the whole batch either way.
 
-Every row is still its own ``python -m helpers run`` process (:func:`helpers.cli.batch.run_row`); a Dask task only
+Every row is still its own ``python -m helpers run`` process (:func:`helpers.cli.rows.run_row`); a Dask task only
 starts it and waits, so a worker holds one row at a time (one thread per worker) and a row that dies takes no
 worker down. A worker lost mid-row is the scheduler's to notice: it starts the row again elsewhere, the row's
 process having died with its worker. Who can reach the cluster (127.0.0.1 only, TLS) is
@@ -10,6 +10,7 @@ process having died with its worker. Who can reach the cluster (127.0.0.1 only, 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import threading
@@ -19,8 +20,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 
-from helpers.cli.batch import ATTEMPTS, run_row
+import torch
+
 from helpers.cli.dask_security import LOOPBACK, check_scheduler, listen, local_security
+from helpers.cli.rows import ATTEMPTS, run_row
 
 TOPIC = "fashion-batch"  # Dask event topic on which tasks announce that a row has started
 
@@ -190,8 +193,6 @@ def host_slots(workers: dict) -> dict[str, int]:
 
 def visible_gpus() -> list[str]:
     try:
-        import torch
-
         count = torch.cuda.device_count()
     except Exception:  # no torch build with CUDA: a CPU machine
         count = 0
@@ -205,6 +206,7 @@ def start_local_cluster(specs: list[dict], *, retries: int, security=None):
 
     Every server of it (scheduler, nannies, workers and their HTTP servers) listens on 127.0.0.1 only, on free
     ports; with ``security`` (:func:`helpers.cli.dask_security.local_security`) it speaks TLS and nothing else."""
+    # lazy on purpose: dask takes seconds to import, and only --executor dask needs it
     import dask
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
@@ -224,13 +226,12 @@ def start_local_cluster(specs: list[dict], *, retries: int, security=None):
 
 
 def has_bokeh() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("bokeh") is not None
 
 
 def row_task(entry: dict, output_dir: str, options: dict, threads: int | None, slots: dict) -> dict:
-    """The Dask task of one row: announce it, run it (:func:`helpers.cli.batch.run_row`), return its result."""
+    """The Dask task of one row: announce it, run it (:func:`helpers.cli.rows.run_row`), return its result."""
+    # lazy on purpose: dask, as in start_local_cluster (this runs on a worker)
     from distributed import get_worker
 
     worker = get_worker()
@@ -274,6 +275,7 @@ def connect(cluster, address: str | None = None):
     """A ``Client`` of ``cluster`` (started here: its own TLS settings), or of the scheduler at ``address`` (Dask's
     TLS configuration, ``distributed.comm.tls.*``, applies); a scheduler that cannot be reached is a SystemExit
     naming it."""
+    # lazy on purpose: dask, as in start_local_cluster
     import dask
     from distributed import Client
 
@@ -291,6 +293,7 @@ def connect(cluster, address: str | None = None):
 def _run_on(cluster, address: str | None, pending: list[dict], *, output_dir: Path, jobs: int, options: dict,
             threads: int | None = None) -> list[dict]:
     """:func:`run_dask` on a cluster started here, or on the scheduler at ``address``."""
+    # lazy on purpose: dask, as in start_local_cluster
     from distributed import as_completed as dask_completed
     from distributed.scheduler import KilledWorker
 

@@ -48,6 +48,7 @@ def _kernel_manager(holder: dict):
 
 
 def kernel_pid(km) -> int | None:
+    """The process id of ``km``'s kernel, or None when it has no local process (not started, or remote)."""
     process = getattr(getattr(km, "provisioner", None), "process", None)
     return getattr(process, "pid", None)
 
@@ -59,6 +60,7 @@ def execute(notebook: str | Path, output: str | Path, *, parameters: dict, cwd: 
     Raises papermill's ``PapermillExecutionError`` for an error in a cell, :class:`SectionTimeout` when the limit
     stopped it, :class:`KernelDied` when the kernel ended for any other reason.
     """
+    # lazy on purpose: papermill and its kernels take seconds to import, and only running a notebook needs them
     import papermill
     from nbclient.exceptions import DeadKernelError
 
@@ -92,6 +94,7 @@ def execute(notebook: str | Path, output: str | Path, *, parameters: dict, cwd: 
                                    # say nothing a student can act on; errors in cells still reach the report
                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except Exception as exc:
+        # lazy on purpose: papermill, as in execute
         from papermill.exceptions import PapermillExecutionError
 
         if expired.is_set():

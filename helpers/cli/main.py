@@ -10,14 +10,32 @@ import time
 from pathlib import Path
 
 from helpers import atomic
-from helpers.engine.config import PROFILE_NAMES, PROJECT_ROOT
+from helpers.cache import ENV_DIR, ENV_SWITCH
+from helpers.cli import check_command as grading_command
+from helpers.cli import course_commands, handin_command
+from helpers.cli.batch import run_batch
 from helpers.cli.parameters import (  # noqa: F401  (parse_value, load_yaml_parameters: the package's parsing API here too)
+    check_section,
+    section_parameters,
+    unknown_parameters,
     load_yaml_parameters,
     parse_value,
     read_parameters_file,
     typed_parameter,
 )
-from helpers.cli.runner import FORMATS, SECTIONS, notebook_parameters, run_section, write_index
+from helpers.cli.runner import (
+    FORMATS,
+    SECTIONS,
+    CourseError,
+    CourseFolder,
+    notebook_parameters,
+    run_section,
+    write_index,
+)
+from helpers.cli.verify_report import verify_folder
+from helpers.engine.config import PROFILE_NAMES, ConfigError
+from helpers.paths import PROJECT_ROOT
+from helpers.sections import get_section
 from helpers.textfiles import InputError
 
 
@@ -49,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="smoke: seconds on a subset; quick: minutes on a CPU; full: the course settings "
                           "(default: each notebook's own, quick)")
     run.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "reports", help="default: reports/")
+    run.add_argument("--folder", type=Path, default=None, metavar="DIR",
+                     help="a student's folder (with course.json; default: the working folder when it has one): run "
+                          "its own notebooks as they are into DIR/reports")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="set a notebook parameter, e.g. -p classes '[1, 3, 5, 7, 9]' (repeatable)")
     run.add_argument("-f", "--parameters-file", type=Path, help="YAML file of parameters (name: value)")
@@ -107,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "dataset is a folder is otherwise not verifiable)")
     verify.add_argument("--metrics-only", action="store_true",
                         help="a report without its HTML is checked on metrics.json alone, not failed")
+    course_commands.add_parsers(sub)
+    handin_command.add_parser(sub)
+    grading_command.add_parser(sub)
     return parser
 
 
@@ -130,37 +154,16 @@ def collect_parameters(args, declared: dict | None = None) -> dict:
 def route_parameters(sections: list[str], params: dict) -> dict[str, dict]:
     """Give each section the parameters its notebook declares; a name no section knows is an error."""
     declared = {s: notebook_parameters(s) for s in sections}
-    unknown = [k for k in params if not any(k in d for d in declared.values())]
+    unknown = unknown_parameters(params, declared)
     if unknown:
         allowed = sorted({k for d in declared.values() for k in d})
         raise SystemExit(f"error: unknown parameter(s) {', '.join(unknown)} for section(s) {', '.join(sections)}; "
-                         f"allowed: {', '.join(allowed)}")
-    return {s: {k: v for k, v in params.items() if k in declared[s]} for s in sections}
-
-
-def check_section(section: str, parameters: dict, output_dir: Path):
-    """What ``section``'s notebook makes of ``parameters`` as ``run`` hands them to it: its parameters cell's
-    defaults, then these (papermill's injected cell), validated by the :func:`~helpers.engine.config.make_config` its next
-    cell calls, in the folder its kernel runs in. Returns the :class:`~helpers.engine.config.Config`; raises
-    :class:`~helpers.engine.config.ConfigError`. Starts no kernel: a check takes a fraction of a second."""
-    import ast
-    import contextlib
-    import importlib
-
-    from helpers.engine.config import make_config
-    from helpers.paths import NOTEBOOKS_DIR
-
-    importlib.import_module(f"helpers.sections.{section}")  # the notebook's own import, which registers the section
-    namespace = {k: ast.literal_eval(v["default"]) for k, v in notebook_parameters(section).items()}
-    namespace.update({**parameters, "output_dir": str((Path(output_dir) / section).resolve())})
-    with contextlib.chdir(NOTEBOOKS_DIR):  # relative paths (data_dir, dataset) resolve as the kernel's do
-        return make_config(section, namespace)
+                         f"allowed: {', '.join(allowed)}, or SECTION.NAME for one section alone")
+    return {s: section_parameters(s, params, declared[s]) for s in sections}
 
 
 def check_command(sections: list[str], routed: dict[str, dict], output_dir: Path) -> int:
     """``run --check``: each section's resolved parameters and grid configurations, or its error; 0 or 2."""
-    from helpers.engine.config import ConfigError, get_section
-
     failed = []
     for section in sections:
         try:
@@ -195,8 +198,6 @@ def use_cache(args) -> None:
     """Where this command and everything it starts (report kernels, batch rows, which inherit the environment)
     keep their cache: ``--cache-dir``, else an inherited ``$HELPERS_CACHE_DIR`` (a batch row gets its batch's),
     else ``OUTPUT_DIR/.cache``; ``--no-cache`` turns it off (see :mod:`helpers.cache`)."""
-    from helpers.cache import ENV_DIR, ENV_SWITCH
-
     if args.cache_dir is not None or not os.environ.get(ENV_DIR):
         os.environ[ENV_DIR] = str((args.cache_dir or args.output_dir / ".cache").expanduser().resolve())
     if args.no_cache:
@@ -219,13 +220,18 @@ def run_command(args) -> int:
         raise SystemExit("error: --retries must be >= 0 and --row-timeout > 0 seconds")
     declared = {k: v for s in sections for k, v in notebook_parameters(s).items()}
     params = collect_parameters(args, declared)
+    try:  # inside a student's folder: its notebooks, its parameters, its reports/
+        course = CourseFolder.find(args.folder)
+        sections = course.plan(args.sections, params, batch=args.batch) if course else sections
+    except CourseError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if course:
+        args.output_dir = course.reports
     if args.check and not args.batch:
         return check_command(sections, route_parameters(sections, params), args.output_dir)
     if not args.check:  # a check writes nothing, and leaves this process's environment as it was
         use_cache(args)
     if args.batch:
-        from helpers.cli.batch import run_batch
-
         if not args.check:
             check_writable(args.output_dir)
         return run_batch(args.batch, sections=sections, output_dir=args.output_dir, common=params,
@@ -239,8 +245,9 @@ def run_command(args) -> int:
         raise SystemExit(f"error: --timeout {args.timeout:g}: must be > 0 seconds")
     quiet = {"log": lambda *_: None, "progress": False} if args.quiet else {}
     results = [run_section(s, output_dir=args.output_dir, parameters=routed[s], no_input=args.no_input,
-                           formats=formats, resume=args.resume, timeout=args.timeout, **quiet) for s in sections]
-    index = write_index(args.output_dir, results)
+                           formats=formats, resume=args.resume, timeout=args.timeout, **quiet,
+                           **(course.options(s) if course else {})) for s in sections]
+    index = write_index(args.output_dir, results, **({"title": course.index_title()} if course else {}))
     # what each section ended as, for a batch row's summary (and for anyone scripting around the command)
     atomic.write_text(args.output_dir / "run.json", json.dumps(results, indent=1, default=str))
     print(f"\nSummary ({time.perf_counter() - start:.0f} s in all); index: {index}")
@@ -261,9 +268,13 @@ def main(argv=None) -> int:
     if args.command == "params":
         print(parameters_help())
         return 0
+    if args.command == "handin":
+        return handin_command.run(args)
+    if args.command == "check":
+        return grading_command.run(args)
+    if args.command in ("assign", "start"):
+        return course_commands.run(args, check_section)
     if args.command == "verify":
-        from helpers.cli.verify import verify_folder
-
         os.environ["HELPERS_PROGRESS"] = "0"
         if args.timeout is not None and args.timeout <= 0:
             raise SystemExit(f"error: --timeout {args.timeout:g}: must be > 0 seconds")

@@ -1,15 +1,22 @@
 """Parameters on their way in: a ``-p`` value, a ``-f`` file, a batch file's cell, each typed by the notebook
 parameter it fills, so that what arrives in the notebook is what the student or instructor meant (an id ``0042``
 stays text, ``schedule: none`` stays the word, ``epochs: none`` is None) and nothing is read unbounded
-(:mod:`helpers.textfiles`)."""
+(:mod:`helpers.textfiles`); and the check of a section's parameters as its notebook will make it
+(:func:`check_section`)."""
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 from pathlib import Path
 
 import yaml
 
+from helpers.cli.runner import notebook_parameters
+from helpers.engine.config import Config
+from helpers.paths import NOTEBOOKS_DIR
+from helpers.sections import make_config, value_words
 from helpers.textfiles import (
     MAX_PARAMETERS_BYTES,
     PARAMETER_SET,
@@ -54,20 +61,12 @@ def parse_value(text: str, source: str = "a -p value"):
 
 def parameter_words(name: str) -> tuple:
     """The words parameter ``name`` takes in any section (``schedule``: 'none', 'step', ...), from the sections'
-    registrations (:func:`helpers.engine.config.value_words`)."""
-    from helpers.sections import autoencoder
-    from helpers.sections import cnn
-    from helpers.sections import mlp
-    from helpers.sections import transfer  # noqa: F401  (each registers its parameters and their words)
-    from helpers.engine.config import value_words
-
+    declarations (:func:`helpers.sections.value_words`)."""
     return value_words(name)
 
 
 def declared_type(name: str, declared: dict | None):
     """The type of a notebook parameter's default value (papermill's inspected ``default``), or None."""
-    import ast
-
     default = (declared or {}).get(name, {}).get("default")
     try:
         return type(ast.literal_eval(default)) if default is not None else None
@@ -163,3 +162,31 @@ def read_parameters_file(path: Path, declared: dict | None) -> dict:
         raise InputError(f"{source}: expected a mapping of name: value (one per line), got {kind}")
     check(node, source, PARAMETER_SET)
     return load_yaml_parameters(node, declared, source)
+
+
+def section_parameters(section: str, params: dict, declared: dict) -> dict:
+    """The parameters of ``params`` that reach ``section`` (whose notebook declares ``declared``): every name it
+    declares, and ``section.name`` (as ``students.csv`` and ``-p cnn.init he`` give a parameter of one section
+    alone), which wins over the bare name."""
+    own = {k.rpartition(".")[2]: v for k, v in params.items() if k.rpartition(".")[0] == section}
+    return {**{k: v for k, v in params.items() if k in declared}, **own}
+
+
+def unknown_parameters(params: dict, declared: dict[str, dict]) -> list[str]:
+    """The names in ``params`` that reach no section of ``declared`` (section -> its declared parameters): a bare
+    name no section declares, or ``section.name`` for a section not in ``declared`` or a name it does not declare."""
+    def known(k: str) -> bool:
+        section, _, name = k.rpartition(".")
+        return name in declared[section] if section in declared else any(k in d for d in declared.values())
+    return [k for k in params if not known(k)]
+
+
+def check_section(section: str, parameters: dict, output_dir: Path) -> Config:
+    """What ``section``'s notebook makes of ``parameters`` as ``run`` hands them to it: its parameters cell's
+    defaults, then these (papermill's injected cell), validated by the :func:`~helpers.sections.make_config` its next
+    cell calls, in the folder its kernel runs in. Returns the :class:`~helpers.engine.config.Config`; raises
+    :class:`~helpers.engine.config.ConfigError`. Starts no kernel: a check takes a fraction of a second."""
+    namespace = {k: ast.literal_eval(v["default"]) for k, v in notebook_parameters(section).items()}
+    namespace.update({**parameters, "output_dir": str((Path(output_dir) / section).resolve())})
+    with contextlib.chdir(NOTEBOOKS_DIR):  # relative paths (data_dir, dataset) resolve as the kernel's do
+        return make_config(section, namespace)

@@ -1,5 +1,5 @@
-"""Can a report's numbers be trusted? Fingerprints written with every ``metrics.json``; the digests, comparisons
-and rerun that ``verify`` (:mod:`helpers.cli.verify_report`) builds on.
+"""Can a report's numbers be trusted? The data, timing and environment checks and the rerun that ``verify``
+(:mod:`helpers.cli.verify_report`) builds on, beside the fingerprint (:mod:`helpers.reporting.fingerprint`).
 
 A fingerprint holds four short digests: of the parameters, of the notebook (its cells' source), of the data (for
 Fashion-MNIST, of the four files' decoded contents, so any copy of the real data set gives
@@ -12,157 +12,24 @@ catch the rest (a seal no student can recompute would need a secret the toolkit 
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import math
+import os
 import re
 from pathlib import Path
 
-from helpers.data.fashion import FASHION_MNIST_MD5
+from helpers.cache import ENV_SWITCH
+from helpers.cli.kernels import execute
+from helpers.cli.runner import NOTEBOOKS_DIR, notebook_parameters, notebook_path
+from helpers.reporting.fingerprint import FASHION_MNIST_DIGEST
+from helpers.reporting.metrics_file import read_metrics
 
-# What may differ between two identical runs: how long things took, when, where the files went, what only
-# describes the machine, and whether a result was computed or read from the cache (the same numbers either way).
-VOLATILE = frozenset({
-    "seconds", "seconds_mean", "seconds_std", "wall_seconds", "retrain_seconds", "ae_seconds", "ae_seconds_mean",
-    "ae_seconds_std", "date", "output_dir", "checkpoint", "ms_per_image_batch1", "images_per_second", "cnn_metrics",
-    "environment", "fingerprint", "source", "cache",
-})
 # Differences in these mean the rerun could not be exact, so numbers are compared within a tolerance.
 ENVIRONMENT_KEYS = ("device", "device_name", "torch", "torchvision", "numpy", "python", "processor")
-
-
-def digest(obj) -> str:
-    """A short, stable digest of JSON-like data (16 hex digits of SHA-256 over its sorted JSON)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def stable(obj):
-    """``obj`` without its :data:`VOLATILE` keys, at any depth."""
-    if isinstance(obj, dict):
-        return {k: stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [stable(v) for v in obj]
-    return obj
-
-
-def notebook_digest(path: str | Path) -> str:
-    """Digest of a notebook's cells (type and source), not of its outputs or metadata."""
-    path = Path(path)
-    stat = path.stat()
-    return _notebook_digest(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=16)
-def _notebook_digest(path: str, mtime_ns: int, size: int) -> str:
-    """:func:`notebook_digest`, read once per version of the file (verify checks hundreds of reports against the
-    same notebook)."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    return digest([[c.cell_type, c.source] for c in nb.cells])
-
-
-def fashion_mnist_digest(files: dict) -> str:
-    """Digest of the four Fashion-MNIST files :func:`helpers.data.fashion.find_data` found, over their decoded contents
-    (:func:`helpers.data.fashion.contents_md5`): the same for .gz or raw files, Zalando's or Debian's compression."""
-    from helpers.data.fashion import contents_md5
-
-    return digest(contents_md5(files))
-
-
-def folder_digest(root: str | Path) -> str | None:
-    """Digest of every file of a folder (an image-folder data set): names and bytes, in path order."""
-    root = Path(root)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def data_digest(source: str | Path | None) -> str | None:
-    """Digest of the data a report read: :func:`fashion_mnist_digest` of a folder holding the four IDX files,
-    else :func:`folder_digest`. Computed where the report runs, from the folder it read."""
-    if not source:
-        return None
-    from helpers.data.fashion import DataNotFoundError, find_data
-
-    try:
-        return fashion_mnist_digest(find_data(source))
-    except (DataNotFoundError, OSError, ValueError, EOFError):
-        return folder_digest(source)
-
-
-# What a report made from the real Fashion-MNIST records as its data digest, whichever copy it read.
-FASHION_MNIST_DIGEST = digest({stem: md5["idx"] for stem, md5 in FASHION_MNIST_MD5.items()})
-
-
-def fingerprint(payload: dict, *, notebook: str | Path | None) -> dict:
-    """The fingerprint of a JSON-ready ``metrics.json`` payload (see the module docstring)."""
-    params = {k: v for k, v in (payload.get("parameters") or {}).items() if k not in VOLATILE}
-    parts = {"parameters": digest(params),
-             "notebook": notebook_digest(notebook) if notebook and Path(notebook).exists() else None,
-             "data": data_digest((payload.get("data") or {}).get("source")),
-             "results": digest(stable(payload))}
-    parts["short"] = digest(parts)[:12]
-    return parts
-
-
-def differences(a, b, path: str = "", *, tolerance: float = 0.0) -> list[tuple[str, object, object]]:
-    """Every number or value that differs between two ``metrics.json`` contents (:data:`VOLATILE` keys aside):
-    ``(path, a value, b value)``. Numbers within ``tolerance`` (relative, or absolute near zero) are equal."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) if k not in VOLATILE
-                for d in differences(a.get(k), b.get(k), f"{path}.{k}" if path else k, tolerance=tolerance)]
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            return [(path, f"{len(a)} items", f"{len(b)} items")]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]", tolerance=tolerance)]
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
-    if numbers and (a == b or math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)):
-        return []
-    return [] if a == b else [(path, a, b)]
 
 
 def environment_changes(recorded: dict, now: dict) -> list[str]:
     """What differs between the machine and versions of a report and of its rerun."""
     return [f"{k}: {recorded.get(k)} -> {now.get(k)}" for k in ENVIRONMENT_KEYS if recorded.get(k) != now.get(k)]
-
-
-def check_fingerprint(metrics: dict, *, notebook: str | Path) -> list[str]:
-    """Problems found without rerunning: no fingerprint, or one that does not match the parameters, the notebook
-    (the toolkit's own, ``notebook``), the results or its own parts.
-
-    A fingerprint catches numbers edited by hand and a notebook changed since; it is no seal. Its recipe is in
-    this file, so whoever edits a number can compute the digests again: only the rerun and the page's
-    comparison with it catch that (no digest can, without a secret the student does not have)."""
-    fp = metrics.get("fingerprint")
-    if not isinstance(fp, dict) or not fp:
-        return ["no fingerprint: metrics.json does not record what it was made from (removed, or made by a toolkit "
-                "from before fingerprints)"]
-    missing = [k for k in ("parameters", "notebook", "data", "results", "short") if not fp.get(k)]
-    if missing:
-        return [f"the fingerprint lacks {', '.join(missing)}: it was edited, or made by another version of the toolkit"]
-    problems = []
-    params = {k: v for k, v in (metrics.get("parameters") or {}).items() if k not in VOLATILE}
-    if digest(params) != fp["parameters"]:
-        problems.append(f"the parameters were changed after the run: they no longer match the fingerprint "
-                        f"{fp['parameters']}")
-    if digest(stable(metrics)) != fp["results"]:
-        problems.append("metrics.json was changed after the run: its numbers no longer match the results "
-                        f"fingerprint {fp['results']}")
-    now = notebook_digest(notebook) if Path(notebook).exists() else None
-    if now != fp["notebook"]:
-        problems.append(f"the notebook {Path(notebook).name} was changed after the run, or the report was made with "
-                        f"another version of it (fingerprint {fp['notebook']}, this toolkit's {now})")
-    if digest({k: fp[k] for k in ("parameters", "notebook", "data", "results")})[:12] != fp["short"]:
-        problems.append(f"fingerprint.short {fp['short']!r} is not the digest of the fingerprint's parts")
-    return problems
 
 
 def data_problems(metrics: dict, reference) -> list[str]:
@@ -253,12 +120,6 @@ def rerun(metrics: dict, *, workdir: Path, parameters: dict | None = None, timeo
     path of the hand-in). The cache is off for the rerun (and nothing is resumed): every run is trained again, or
     the rerun would only read back the numbers it is meant to check. ``timeout`` (seconds) stops it
     (:class:`helpers.cli.kernels.SectionTimeout`)."""
-    import os
-
-    from helpers.cache import ENV_SWITCH
-    from helpers.cli.kernels import execute
-    from helpers.cli.runner import NOTEBOOKS_DIR, notebook_parameters, notebook_path
-
     section = metrics["section"]
     if parameters is None:
         declared = notebook_parameters(section)
@@ -275,11 +136,4 @@ def rerun(metrics: dict, *, workdir: Path, parameters: dict | None = None, timeo
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return json.loads((out / "metrics.json").read_text())
-
-
-def verify_folder(folder: str | Path, **options) -> bool:
-    """Verify every report under ``folder``; see :func:`helpers.cli.verify_report.verify_folder` for the options."""
-    from helpers.cli.verify_report import verify_folder as verify_all
-
-    return verify_all(folder, **options)
+    return read_metrics(out / "metrics.json")

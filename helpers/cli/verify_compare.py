@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import nbformat
+
 from helpers.cli.verify_html import MAX_TABLE_CELLS, Output, Page, Table
 from helpers.cli.verify_page import NUMBER, cell_place, shown_value
 
@@ -120,8 +122,6 @@ def _style(block: str) -> str:
 def uncompared_cells(notebook) -> frozenset[str]:
     """The ids of the toolkit notebook's cells that :data:`UNCOMPARED_SOURCES` leaves out (found in the notebook
     itself: a page exported without its code does not show their source)."""
-    import nbformat
-
     nb = nbformat.read(str(notebook), as_version=4)
     return frozenset(c.get("id") for c in nb.cells if any(s in c.source for s in UNCOMPARED_SOURCES))
 

@@ -85,6 +85,7 @@ class Cell:
     outputs: list[Output] = field(default_factory=list)
 
     def label(self, position: int) -> str:
+        """How a message names this cell: by its prompt (``cell [3]``), else by ``position`` counted from 1."""
         return f"cell {self.prompt}" if self.prompt else f"cell {position + 1}"
 
 
@@ -100,6 +101,7 @@ class Page:
     has_input: bool = False
 
     def cell(self, cell_id: str) -> Cell | None:
+        """The cell whose id is ``cell_id``; None when the page has none."""
         return next((c for c in self.cells if c.id == cell_id), None)
 
 

@@ -9,10 +9,16 @@ and a report that needs anything else is not verifiable, which is said, not gues
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from helpers.cli.runner import SECTIONS
+from helpers.cli.verify_html import parse_page
+from helpers.data.fashion import DataNotFoundError, find_data
+from helpers.reporting.fingerprint import FASHION_MNIST_DIGEST, fashion_mnist_digest, folder_digest
 
 MAX_METRICS_BYTES = 32 * 2**20  # a full-profile metrics.json is well under 1 MB
 MAX_PAGE_BYTES = 64 * 2**20  # a full report with every figure inline is a few MB
@@ -30,8 +36,6 @@ def find_reports(folder: str | Path) -> list[Path]:
     ``<section>.html`` of a known section without one. Symbolic links to folders are not followed (a hand-in's
     link may lead anywhere on the grader's machine); a ``metrics.json`` that is itself a link is listed, to be
     refused by :func:`read_bounded`."""
-    from helpers.cli.runner import SECTIONS
-
     found = []
     for root, dirs, files in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if d != ".cache")  # the cache holds no reports, and may hold many folders
@@ -72,10 +76,6 @@ def read_bounded(path: Path, limit: int) -> bytes:
 
 def load_metrics(path: Path) -> dict:
     """A hand-in's ``metrics.json``, checked to have the shape verify relies on; :class:`Unreadable` otherwise."""
-    import json
-
-    from helpers.cli.runner import SECTIONS
-
     raw = read_bounded(path, MAX_METRICS_BYTES)
     try:
         metrics = json.loads(raw.decode("utf-8"))
@@ -106,8 +106,6 @@ def load_metrics(path: Path) -> dict:
 def load_page(path: Path):
     """A hand-in's HTML report, parsed (:func:`helpers.cli.verify_html.parse_page`); :class:`Unreadable` if it cannot
     be read."""
-    from helpers.cli.verify_html import parse_page
-
     raw = read_bounded(path, MAX_PAGE_BYTES)
     return parse_page(raw.decode("utf-8", errors="replace"))
 
@@ -124,6 +122,7 @@ class Reference:
     problem: str | None = None
 
     def describe(self) -> str:
+        """The line of the verify output on the reference data: its folder, digest and whether it is known."""
         if self.folder is None:
             return f"reference data: none ({self.problem})"
         what = ("Fashion-MNIST's known contents" if self.known else
@@ -136,9 +135,6 @@ def reference_data(folder: str | Path | None = None) -> Reference:
     """The Fashion-MNIST copy reruns read: ``folder`` when the instructor names one (``--reference-data``),
     else the toolkit's own default places (``$FASHION_MNIST_DIR``, the project's ``data/``, Debian's package),
     never a folder a hand-in names."""
-    from helpers.data.fashion import DataNotFoundError, find_data
-    from helpers.cli.verify import FASHION_MNIST_DIGEST, fashion_mnist_digest
-
     try:
         files = find_data(Path(folder).expanduser() if folder else None)
         digest = fashion_mnist_digest(files)
@@ -174,8 +170,6 @@ def rerun_parameters(metrics: dict, declared, *, reference: Reference, data_root
 
     Returns ``(parameters, names replaced, why it cannot be verified or None)``. ``scratch`` is a folder of the
     rerun's own (the autoencoder's side-by-side is pointed at a missing file there)."""
-    from helpers.cli.verify import folder_digest
-
     params = {k: v for k, v in metrics["parameters"].items() if k in declared and k != "output_dir"}
     replaced = ["output_dir"]
     if "data_dir" in declared:

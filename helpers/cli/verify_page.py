@@ -18,6 +18,7 @@ import math
 import re
 
 from helpers.cli.verify_html import Page
+from helpers.engine.metrics import latency_frame
 
 HEADLINE = re.compile(r"test accuracy (?P<acc>[-\d.]+%), test loss (?P<loss>[-\d.naif]+)")
 # table column -> (metrics key, scale, decimals shown) as helpers.engine.experiment.results_table writes them
@@ -45,6 +46,7 @@ def _number(obj) -> float | None:
 
 
 def cell_place(name: str, page: Page, cell_index: int) -> str:
+    """Where a finding is: the report's ``name`` and the cell's label, e.g. ``Ada/mlp cell [4]``."""
     return f"{name} {page.cells[cell_index].label(cell_index)}"
 
 
@@ -86,8 +88,6 @@ def headline_problems(page: Page, metrics: dict, name: str) -> list[str]:
 
 def latency_problems(page: Page, metrics: dict, name: str) -> list[str]:
     """The latency table against ``best.latency``, formatted as the toolkit formats it."""
-    from helpers.engine.metrics import latency_frame
-
     latency = (metrics.get("best") or {}).get("latency") if isinstance(metrics.get("best"), dict) else None
     if not isinstance(latency, dict):
         return []

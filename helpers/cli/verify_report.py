@@ -16,6 +16,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.cli.kernels import KernelDied, SectionTimeout
+from helpers.cli.runner import SECTIONS, notebook_parameters, notebook_path
+from helpers.cli.verify import data_problems, environment_changes, rerun, timing_problems
+from helpers.cli.verify_compare import compare_pages, uncompared_cells
+from helpers.cli.verify_html import parse_page
+from helpers.cli.verify_inputs import Unreadable, find_reports, load_metrics, load_page, rerun_parameters
+from helpers.cli.verify_inputs import reference_data as find_reference
+from helpers.cli.verify_page import page_problems
+from helpers.reporting.export import export_html
+from helpers.reporting.fingerprint import check_fingerprint, differences, digest
+
 MAX_LINES = 12  # reasons shown per report; the rest are counted
 # Control characters and bidirectional overrides in a folder name or a quoted value would redraw the grader's
 # terminal or reorder the line; they are shown as escapes.
@@ -41,6 +52,8 @@ class Settings:
 
 @dataclass
 class Outcome:
+    """The verdict on one report: ``ok``, its heading line (the report's folder) and the lines printed under it."""
+
     ok: bool
     head: str
     lines: list[str]
@@ -49,16 +62,11 @@ class Outcome:
 @functools.cache
 def _declared(section: str) -> dict:
     """The toolkit notebook's parameters (read once per section, however many reports there are)."""
-    from helpers.cli.runner import notebook_parameters
-
     return notebook_parameters(section)
 
 
 @functools.cache
 def _uncompared(section: str) -> frozenset[str]:
-    from helpers.cli.runner import notebook_path
-    from helpers.cli.verify_compare import uncompared_cells
-
     return uncompared_cells(notebook_path(section))
 
 
@@ -74,20 +82,14 @@ def _strip(metrics: dict, replaced: list[str]) -> dict:
 def _run_once(metrics: dict, params: dict, *, no_input: bool, settings: Settings):
     """The rerun's metrics.json and page, shared by every report with the same section and parameters; or the
     reason it failed."""
-    from helpers.reporting.export import export_html
-    from helpers.cli.kernels import KernelDied, SectionTimeout
-    from helpers.cli.verify import digest
-    from helpers.cli.verify_html import parse_page
-
     key = digest([metrics["section"], params, no_input])
     if key in settings.reruns:
         return settings.reruns[key]
+    # lazy on purpose: papermill takes a second to import, and only a rerun needs it
     from papermill.exceptions import PapermillExecutionError
 
     result = (None, None, None)
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
-        from helpers.cli.verify import rerun
-
         try:
             start = time.perf_counter()
             again = rerun(metrics, workdir=Path(tmp), parameters=params, timeout=settings.timeout)
@@ -111,9 +113,6 @@ def _run_once(metrics: dict, params: dict, *, no_input: bool, settings: Settings
 
 def _with_rerun(metrics: dict, page, params: dict, replaced: list[str], settings: Settings) -> tuple[list, list]:
     """Problems and notes from comparing a report with its rerun."""
-    from helpers.cli.verify import differences, environment_changes, timing_problems
-    from helpers.cli.verify_compare import compare_pages
-
     again, their_page, error = _run_once(metrics, params, no_input=page is not None and not page.has_input,
                                          settings=settings)
     if error:
@@ -155,11 +154,6 @@ def _with_rerun(metrics: dict, page, params: dict, replaced: list[str], settings
 
 def verify_report(folder: Path, settings: Settings) -> Outcome:
     """Check the report in one section folder (see the module docstring)."""
-    from helpers.cli.runner import SECTIONS, notebook_path
-    from helpers.cli.verify import check_fingerprint, data_problems
-    from helpers.cli.verify_inputs import Unreadable, load_metrics, load_page, rerun_parameters
-    from helpers.cli.verify_page import page_problems
-
     path = folder / "metrics.json"
     if not path.exists() and not path.is_symlink():
         pages = [f"{s}.html" for s in SECTIONS if (folder / f"{s}.html").exists()]
@@ -206,10 +200,6 @@ def verify_folder(folder: str | Path, *, tolerance: float = 1e-6, log=print, tim
     ``reference_data``: the Fashion-MNIST copy reruns read and reports must have been made from (default: the
     toolkit's own places, and it must be the real Fashion-MNIST); ``data_root``: the instructor's copies of image
     folders, by name; ``timeout``: seconds per rerun; ``metrics_only``: a report without its HTML is not a FAIL."""
-    from helpers.cli.runner import SECTIONS
-    from helpers.cli.verify_inputs import find_reports
-    from helpers.cli.verify_inputs import reference_data as find_reference
-
     folder = Path(folder)
     reports = find_reports(folder) if folder.is_dir() else []
     if not reports:

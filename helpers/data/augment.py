@@ -57,9 +57,11 @@ class Augment:
 
     @property
     def active(self) -> bool:
+        """Whether any transform is on."""
         return any(bool(v) for v in asdict(self).values())
 
     def describe(self) -> str:
+        """The transforms that are on, as ``name=value, ...`` (``none`` when none is)."""
         on = {k: v for k, v in asdict(self).items() if v}
         return ", ".join(f"{k}={v}" for k, v in on.items()) or "none"
 
@@ -80,6 +82,7 @@ class Augment:
 
 
 def random_hflip(X: torch.Tensor, *, generator=None) -> torch.Tensor:
+    """``X`` with each image flipped left-right with probability 1/2."""
     flip = torch.rand(len(X), generator=generator, device=X.device) < 0.5
     return torch.where(flip[:, None, None, None], X.flip(-1), X)
 
@@ -102,6 +105,8 @@ def random_affine(X: torch.Tensor, *, degrees: float = 0.0, shift: int = 0, gene
 
 
 def color_jitter(X: torch.Tensor, *, brightness: float = 0.0, contrast: float = 0.0, generator=None) -> torch.Tensor:
+    """``X`` with each image's contrast scaled by U(1-contrast, 1+contrast) around its mean, then U(-brightness,
+    brightness) added, clipped to [0, 1]."""
     n = len(X)
     c = _uniform(n, 1 - contrast, 1 + contrast, generator, X.device).view(n, 1, 1, 1)
     b = _uniform(n, -brightness, brightness, generator, X.device).view(n, 1, 1, 1)
@@ -110,6 +115,7 @@ def color_jitter(X: torch.Tensor, *, brightness: float = 0.0, contrast: float = 
 
 
 def gaussian_noise(X: torch.Tensor, *, std: float, generator=None) -> torch.Tensor:
+    """``X`` plus Gaussian noise of standard deviation ``std``, clipped to [0, 1]."""
     noise = torch.randn(X.shape, generator=generator, device=X.device, dtype=X.dtype)
     return (X + std * noise).clamp_(0, 1)
 

@@ -7,6 +7,7 @@ memory as tensors; batches are made by indexing, never by per-sample transforms.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 import subprocess
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from helpers import cache
 from helpers.paths import DATA_DIR
 
 CLASS_NAMES = (
@@ -116,8 +119,6 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 def idx_md5(path: str | Path) -> str:
     """MD5 of an IDX file's decoded bytes, gzipped or not (compare :data:`FASHION_MNIST_MD5`'s ``idx`` values)."""
-    import hashlib
-
     h = hashlib.md5(usedforsecurity=False)
     with (gzip.open if Path(path).suffix == ".gz" else open)(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -179,6 +180,7 @@ def find_data(data_dir: str | Path | None = None) -> dict:
 
 def download(root: str | Path = PROJECT_DATA_DIR) -> dict:
     """Download with torchvision into ``root`` (needs the network)."""
+    # lazy on purpose: torchvision's data sets only for the download
     from torchvision.datasets import FashionMNIST
 
     for train in (True, False):
@@ -241,8 +243,6 @@ def load_fashion_mnist(data_dir: str | Path | None = None, *, download_if_missin
 def _decoded(files: dict) -> tuple[dict, dict]:
     """The four IDX files as arrays, from the cache when these very files were decoded before; and the cache's
     note on it (:func:`helpers.cache.hit_record`, ``miss_record`` or ``off_record``)."""
-    from helpers import cache
-
     if not cache.enabled():
         return {key: read_idx(path) for key, path in files.items()}, cache.off_record()
     parts = {"what": "fashion_mnist", "files": {FILES[k]: cache.file_digest(p) for k, p in files.items()},
@@ -290,6 +290,7 @@ def select_classes(data: ImageSet, classes) -> ImageSet:
 
 def train_val_split(data: ImageSet, *, val_fraction: float, seed: int = 0, stratified: bool = True):
     """Split into (train, val) by index; stratified keeps class proportions (scikit-learn)."""
+    # lazy on purpose: scikit-learn takes a second to import, only a stratified split needs it
     from sklearn.model_selection import train_test_split
 
     if not 0 < val_fraction < 1:
@@ -309,8 +310,11 @@ def train_val_split(data: ImageSet, *, val_fraction: float, seed: int = 0, strat
     return data[torch.from_numpy(np.sort(train_idx))], data[torch.from_numpy(np.sort(val_idx))]
 
 
-def subsample(data: ImageSet, *, per_class: int, seed: int = 0) -> ImageSet:
-    """At most ``per_class`` samples of each class (for the smoke profile and few-label transfer)."""
+def subsample(data: ImageSet, *, per_class: int | str | None, seed: int = 0) -> ImageSet:
+    """``data`` with at most ``per_class`` samples of each class, drawn with ``seed`` (for the smoke profile, the
+    grid's subsets and few-label transfer); ``per_class`` None or ``"all"`` gives ``data`` itself."""
+    if per_class is None or per_class == "all":
+        return data
     g = torch.Generator().manual_seed(seed)
     keep = []
     for c in range(data.num_classes):
@@ -351,8 +355,6 @@ def batch_indices(n: int, *, batch_size: int, shuffle: bool, generator: torch.Ge
 
 def data_summary(splits: dict[str, ImageSet]) -> pd.DataFrame:  # noqa: F821
     """Class balance table: one row per class, one column per split, plus totals."""
-    import pandas as pd
-
     first = next(iter(splits.values()))
     table = pd.DataFrame({name: s.class_counts() for name, s in splits.items()}, index=first.class_names)
     table.index.name = "class"

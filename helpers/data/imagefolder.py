@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from helpers.data.fashion import ImageSet, subsample, train_val_split
 
@@ -107,8 +108,6 @@ def read_image(path: Path, *, decode: bool = True):
 
     Without ``decode`` only the header is read (enough for the mode and size).
     """
-    from PIL import Image, ImageFile, UnidentifiedImageError
-
     # a process-wide switch: WeasyPrint turns it on when imported, and a truncated file would then load as a
     # partly grey image instead of failing here
     lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
@@ -133,8 +132,6 @@ def _is_gray(path: Path) -> bool:
 
 def to_tensor(img, *, image_size: int, channels: int) -> torch.Tensor:
     """A PIL image as a (C, image_size, image_size) float tensor in [0, 1] (bilinear resize)."""
-    from PIL import Image
-
     img = img.convert("L" if channels == 1 else "RGB")
     if img.size != (image_size, image_size):
         img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)

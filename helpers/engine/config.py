@@ -1,8 +1,9 @@
 """Notebook parameters: profiles and validation into a frozen configuration.
 
-A notebook's ``parameters`` cell holds plain literals; the next cell calls :func:`make_config`, which
-fills the values left as ``None`` from the chosen profile and rejects bad values before anything
-trains, naming the parameter, the value and what is allowed.
+A notebook's ``parameters`` cell holds plain literals; the next cell calls
+:func:`helpers.sections.make_config`, which finds the section's :class:`Section` and calls :func:`build_config`
+here: it fills the values left as ``None`` from the chosen profile and rejects bad values before anything
+trains, naming the parameter, the value and what is allowed. This module knows no section by name.
 """
 
 from __future__ import annotations
@@ -12,40 +13,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+import torch
+
 from helpers.data.augment import Augment
 from helpers.data.fashion import check_classes
+from helpers.engine.grid import GridError, expand_grid
+from helpers.engine.optim import OPTIMIZERS, SCHEDULES
+from helpers.engine.training import DEVICES
+from helpers.models.networks import check_init
 from helpers.paths import PROJECT_ROOT
-from helpers.engine.training import DEVICES, OPTIMIZERS, SCHEDULES
 
 PROFILE_NAMES = ("smoke", "quick", "full")
 # The smoke profile runs every cell in seconds whatever a parameters file asks: epoch counts are capped.
 SMOKE_MAX_EPOCHS = 2
-EPOCH_KEYS = ("epochs", "grid_epochs", "search_epochs", "final_epochs", "classifier_epochs", "frozen_epochs",
-              "pretrain_epochs")
 
 
-def smoke_cap(values: dict) -> dict:
-    """``values`` with every epoch count at most :data:`SMOKE_MAX_EPOCHS` (lists of counts too)."""
+def smoke_cap(values: dict, epoch_keys) -> dict:
+    """``values`` with every epoch count named in ``epoch_keys`` (a section's :attr:`Section.epoch_keys`) at most
+    :data:`SMOKE_MAX_EPOCHS`; a list of counts (the autoencoder's ``epoch_options``) capped the same way."""
     out = dict(values)
-    for key in EPOCH_KEYS:
+    for key in epoch_keys:
         if isinstance(out.get(key), int) and not isinstance(out[key], bool):
             out[key] = min(out[key], SMOKE_MAX_EPOCHS)
-    if isinstance(out.get("epoch_options"), list):
-        out["epoch_options"] = sorted({min(e, SMOKE_MAX_EPOCHS) if isinstance(e, int) else e
-                                       for e in out["epoch_options"]})
+        elif isinstance(out.get(key), list):
+            out[key] = sorted({min(e, SMOKE_MAX_EPOCHS) if isinstance(e, int) else e for e in out[key]})
     return out
 
 
 @dataclass(frozen=True)
 class Section:
-    """What :func:`make_config` needs to know of a report section; each section module registers its own.
+    """What :func:`build_config` needs to know of a report section; each section module declares its own, and
+    :mod:`helpers.sections` lists them.
 
     ``parameters`` are the names of the notebook's ``parameters`` cell; ``profiles`` what each profile sets for
     parameters left as None; ``choices`` the words a parameter takes (beside :data:`COMMON_CHOICES`), so that a
     command line or a spreadsheet cell ``none`` stays the word where it is one of them; ``validate(p)`` the
     report-level checks (it may fill a grid's default from its shorthands); ``check_run(settings)`` the checks of
     one training run's settings, applied to the base parameters and to every configuration of each grid in
-    ``grids``; ``run_parameters`` what a grid may vary.
+    ``grids``; ``run_parameters`` what a grid may vary; ``fixed`` the section's own parameters that shape the
+    whole report, which no grid may vary (beside :data:`helpers.engine.grid.FIXED` and the grids themselves);
+    ``epoch_keys`` its epoch counts, which the smoke profile caps (:func:`smoke_cap`); ``volatile`` the keys of
+    its ``metrics.json`` that differ between two identical runs (beside :data:`helpers.reporting.fingerprint.VOLATILE`),
+    which its fingerprint leaves out.
     """
 
     name: str
@@ -57,40 +66,19 @@ class Section:
     grids: tuple = ("grid",)
     stages: dict | None = None  # grid -> {run setting: report parameter it comes from}, e.g. epochs <- grid_epochs
     choices: dict = field(default_factory=dict)  # parameter -> the words it takes, e.g. pool: ("max", "avg", "none")
+    fixed: tuple = ()  # e.g. the transfer section's dataset and color
+    epoch_keys: tuple = ("epochs",)  # e.g. the CNN's grid_epochs, search_epochs, final_epochs
+    volatile: tuple = ()  # e.g. the autoencoder's ae_seconds
 
 
-_REGISTRY: dict[str, Section] = {}
 # words the checks of this module allow, for every section that declares the parameter
 COMMON_CHOICES = {"profile": PROFILE_NAMES, "evaluate_test": ("best", "all"), "optimizer": OPTIMIZERS,
                   "schedule": SCHEDULES}
 
 
-def parameter_choices(section: str) -> dict[str, tuple]:
-    """The words each parameter of ``section`` takes: :data:`COMMON_CHOICES` it declares, and its own."""
-    sec = get_section(section)
+def section_choices(sec: Section) -> dict[str, tuple]:
+    """The words each parameter of section ``sec`` takes: :data:`COMMON_CHOICES` it declares, and its own."""
     return {**{k: v for k, v in COMMON_CHOICES.items() if k in sec.parameters}, **sec.choices}
-
-
-def value_words(name: str) -> tuple:
-    """The words parameter ``name`` takes in any registered section (a ``-p`` value goes to every section that
-    declares it): ``schedule`` gives ('none', 'step', 'cosine', 'onecycle'); a parameter of no words gives ()."""
-    words: list = []
-    for section in _REGISTRY:
-        words += [w for w in parameter_choices(section).get(name, ()) if w not in words]
-    return tuple(words)
-
-
-def register_section(section: Section) -> Section:
-    """Called by each section module at import, so that this module never imports the sections."""
-    _REGISTRY[section.name] = section
-    return section
-
-
-def get_section(name: str) -> Section:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown section {name!r}; allowed: {', '.join(_REGISTRY) or '(none imported)'} "
-                          f"(import helpers.sections.{name} before make_config)")
-    return _REGISTRY[name]
 
 
 class ConfigError(ValueError):
@@ -190,17 +178,15 @@ def check_classes_param(value) -> list[int] | None:
         raise ConfigError(f"parameter {exc}") from None
 
 
-def apply_profile(section: str, params: dict) -> dict:
-    """Fill parameters left as None from the profile's values."""
+def apply_profile(sec: Section, params: dict) -> dict:
+    """Fill parameters left as None from the profile's values of section ``sec``."""
     check_choice("profile", params.get("profile"), PROFILE_NAMES)
-    defaults = get_section(section).profiles[params["profile"]]
+    defaults = sec.profiles[params["profile"]]
     return {**params, **{k: v for k, v in defaults.items() if params.get(k) is None}}
 
 
 def available_devices() -> list[str]:
     """The devices torch can use on this machine: always ``cpu``, then ``cuda`` and ``mps`` where present."""
-    import torch
-
     mps = getattr(torch.backends, "mps", None)
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if mps and mps.is_available() else [])
 
@@ -243,24 +229,25 @@ def resolve_output_dir(output_dir, section: str) -> str:
     return str(Path(output_dir).resolve()) if output_dir else str(PROJECT_ROOT / "reports" / section)
 
 
-def make_config(section: str, namespace: Mapping | None = None, /, **params) -> Config:
-    """Validate a notebook's parameters for ``section`` and return a frozen :class:`Config`.
+def build_config(sec: Section, namespace: Mapping | None = None, /, **params) -> Config:
+    """Validate a notebook's parameters for section ``sec`` and return a frozen :class:`Config`
+    (:func:`helpers.sections.make_config` finds ``sec`` by its name).
 
     ``namespace`` (the notebook's ``globals()``) supplies every parameter the section declares, so a notebook
     names each parameter once, in its ``parameters`` cell; keyword arguments win over it. Each grid of the
     section (``grid``, and ``search`` for the CNN) is expanded into ``<grid>_configs`` here, and every
     configuration is checked before anything trains.
     """
-    sec = get_section(section)
+    section = sec.name
     if namespace is not None:
         missing = [k for k in sec.parameters if k not in namespace and k not in params]
         if missing:
             raise ConfigError(f"parameters {', '.join(missing)} are missing; the {section} notebook's parameters "
                               f"cell defines: {', '.join(sec.parameters)}")
         params = {**{k: namespace[k] for k in sec.parameters}, **params}
-    p = common_checks(apply_profile(section, params))
+    p = common_checks(apply_profile(sec, params))
     if p["profile"] == "smoke":
-        p = smoke_cap(p)
+        p = smoke_cap(p, sec.epoch_keys)
     sec.validate(p)
     if not sec.stages:
         sec.check_run(p)
@@ -273,10 +260,8 @@ def make_config(section: str, namespace: Mapping | None = None, /, **params) -> 
 
 def checked_configs(p: dict, key: str, sec: Section) -> list[dict]:
     """``p[key]`` expanded into configurations, each checked as a whole run (errors name the configuration)."""
-    from helpers.engine.experiment import GridError, expand_grid
-
     try:
-        configs = expand_grid(p[key], varying=sec.run_parameters, name=key)
+        configs = expand_grid(p[key], varying=sec.run_parameters, fixed=(*sec.fixed, *sec.grids), name=key)
     except GridError as exc:
         raise ConfigError(str(exc)) from None
     out = []
@@ -288,7 +273,7 @@ def checked_configs(p: dict, key: str, sec: Section) -> list[dict]:
         except ConfigError as exc:
             raise ConfigError(f"{key} configuration {i} ({config['name']}): {exc}") from None
         out.append({"name": config["name"], **{k: run[k] for k in overrides}})
-    return [smoke_cap(c) for c in out] if p["profile"] == "smoke" else out
+    return [smoke_cap(c, sec.epoch_keys) for c in out] if p["profile"] == "smoke" else out
 
 
 def augment_from(p: dict) -> Augment:
@@ -303,8 +288,6 @@ def augment_from(p: dict) -> Augment:
 def check_training(s: dict, *, lr_optional: bool = False) -> None:
     """Checks of the settings every trained run has (epochs, batch size, optimizer and its numbers, schedule,
     label smoothing, initialisation); ``lr`` may be None where the section picks one per optimizer."""
-    from helpers.models.networks import check_init
-
     for key in ("epochs", "batch_size"):
         if key in s:
             check_positive(key, s[key], integer=True)

@@ -1,5 +1,5 @@
-"""The one experiment engine: expand a ``grid`` into configurations, train each (with repeats), tabulate, pick
-the best on validation, and test once (or test every configuration, ``evaluate_test="all"``).
+"""The one experiment engine: train each configuration of a ``grid`` (:mod:`helpers.engine.grid`, with repeats),
+tabulate, pick the best on validation, and test once (or test every configuration, ``evaluate_test="all"``).
 
 Every section uses it. A section gives one function, ``train_one(settings, *, train, val, seed)``, that
 trains a single run from a flat dict of settings and returns ``{"model", "history", ...}``; the engine
@@ -11,110 +11,30 @@ mappings (explicit configurations); each configuration overrides the report's ba
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from helpers.data.fashion import ImageSet, concat
-from helpers.escape import md_code
+from helpers.engine.grid import (
+    GridError,
+    config_name,
+    expand_grid,  # noqa: F401  (experiment.expand_grid, as notebooks and tests call it)
+    value_label,
+)
 from helpers.engine.metrics import evaluate
-from helpers.models.networks import count_parameters
 from helpers.engine.parallel import plan_workers, train_runs
 from helpers.engine.progress import emit
+from helpers.engine.runcache import run_cache_parts, train_run  # noqa: F401  (run_cache_parts: experiment's API too)
+from helpers.escape import md_code
+from helpers.models.networks import count_parameters
 
-# Parameters that shape the whole report rather than one training run: a grid may not vary them.
-FIXED = ("profile", "seed", "data_dir", "output_dir", "classes", "ae_classes", "author_name", "author_id", "course",
-         "device", "dataset", "grid", "search", "repeats", "evaluate_test", "val_fraction", "stratified",
-         "train_per_class", "test_per_class", "color", "cnn_metrics", "checkpoint_every")
 EVALUATE_TEST = ("best", "all")
 # Result columns averaged over repeats (a ``_std`` column beside each when repeats > 1).
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "best_epoch", "seconds")
-
-
-class GridError(ValueError):
-    """A ``grid`` (or ``search``) that cannot be expanded; the message names the parameter."""
-
-
-def _label(value) -> str:
-    """A short text for a parameter value in a configuration's name or a table cell."""
-    if value is None:
-        return "default"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return "-".join(_label(v) for v in value) if value else "none"
-    if isinstance(value, Mapping):
-        if "blocks" in value:  # an architecture spec: channels per block, then the dense head
-            convs = "/".join("+".join(map(str, b.get("channels", []) if isinstance(b.get("channels"), list)
-                                          else [b.get("channels")])) for b in value.get("blocks", []))
-            return f"conv {convs}, fc {_label(value.get('dense', []))}"
-        return ", ".join(f"{k} {_label(v)}" for k, v in value.items())
-    return str(value)
-
-
-def config_name(overrides: Mapping) -> str:
-    """``adam + batch_norm`` for text values; ``lr 0.01`` style for numbers, lists and flags."""
-    parts = [v if isinstance(v, str) else f"{k} {_label(v)}" for k, v in overrides.items()]
-    return " + ".join(parts) if parts else "base"
-
-
-def expand_grid(grid, *, varying: Iterable[str], name: str = "grid") -> list[dict]:
-    """The configurations of ``grid``: a list of dicts with a unique ``name`` and the overridden parameters.
-
-    ``varying`` names the parameters a run may vary; any other name is refused before anything trains,
-    with the reason (fixed for the whole report, or unknown) and the allowed names.
-    """
-    varying = tuple(varying)
-
-    def check_key(key):
-        if key in FIXED:
-            raise GridError(f"parameter {name}: {key!r} cannot vary between runs (it is fixed for the whole report: "
-                            f"{', '.join(k for k in FIXED if k not in ('grid', 'search'))}); set it as a parameter "
-                            "of its own instead")
-        if key not in varying:
-            raise GridError(f"parameter {name}: {key!r} is not a parameter of a run; allowed: {', '.join(varying)}")
-
-    if isinstance(grid, Mapping):
-        if not grid:
-            raise GridError(f"parameter {name}={grid!r}: empty; give at least one parameter and its values")
-        for key, values in grid.items():
-            check_key(key)
-            if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, (list, tuple)) or not values:
-                raise GridError(f"parameter {name}: {key!r} needs a non-empty list of values, got {values!r}")
-        keys = list(grid)
-        configs = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
-    elif isinstance(grid, (list, tuple)) and not isinstance(grid, (str, bytes)):
-        if not grid:
-            raise GridError(f"parameter {name}=[]: empty; give at least one configuration")
-        configs = []
-        for i, item in enumerate(grid):
-            if not isinstance(item, Mapping):
-                raise GridError(f"parameter {name}: item {i + 1} is {item!r}; each item must be a mapping "
-                                "of parameter: value")
-            for key in item:
-                if key != "name":
-                    check_key(key)
-            configs.append(dict(item))
-    else:
-        raise GridError(f"parameter {name}={grid!r}: expected a mapping parameter -> list of values, "
-                        "or a list of mappings (one per configuration)")
-    out = []
-    for c in configs:
-        overrides = {k: v for k, v in c.items() if k != "name"}
-        out.append({"name": str(c.get("name") or config_name(overrides)), **overrides})
-    names = [c["name"] for c in out]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise GridError(f"parameter {name}: configuration(s) {', '.join(map(repr, dupes))} appear more than once; "
-                        "each configuration must differ (or carry its own 'name')")
-    return out
 
 
 def settings_of(config: Mapping, base: Mapping) -> dict:
@@ -125,94 +45,6 @@ def settings_of(config: Mapping, base: Mapping) -> dict:
 def run_settings(configs: list[dict], *, base: Mapping) -> list[dict]:
     """Each configuration's full settings (:func:`settings_of`)."""
     return [settings_of(c, base) for c in configs]
-
-
-# Settings that do not change what a run computes: its checkpoints are the same whatever they say.
-NOT_COMPUTED = ("checkpoint_dir", "resume", "output_dir", "author_name", "author_id", "course", "device")
-# Also left out of a run's cache key: where the data were read (their content is in the key), and the report's
-# comparison as a whole (a run's own values are in its settings), so one configuration of two different grids,
-# or of two students' reports, is trained once.
-NOT_CACHED = ("data_dir", "grid", "search", "repeats", "evaluate_test", "checkpoint_every")
-
-
-def run_cache_parts(train_one: Callable, settings: Mapping, *, train: ImageSet, val: ImageSet | None, seed: int,
-                    tag: str = "") -> dict:
-    """Everything that decides a run's result, for its key in the cache (:mod:`helpers.cache`): which
-    ``train_one``, the settings that compute, the seed, digests of the training and validation data and of
-    any data or starting weights ``train_one`` is bound to, the code, versions and device type."""
-    from helpers import cache
-
-    return {"what": "run", "train_one": cache.callable_name(train_one),
-            "settings": {k: v for k, v in settings.items() if k not in NOT_COMPUTED + NOT_CACHED}, "seed": seed,
-            "tag": tag, "train": cache.data_digest(train), "val": cache.data_digest(val),
-            "bound": cache.bound_parts(train_one, settings), **cache.environment_parts(settings.get("device", "auto"))}
-
-
-def _finished(out: Mapping) -> bool:
-    """A run worth keeping: it completed or stopped early by rule (a non-finite loss is not a result to reuse)."""
-    reason = str(out["history"].stop_reason)
-    return reason == "completed" or reason.startswith("early stopping")
-
-
-def train_run(train_one: Callable, settings: Mapping, *, train: ImageSet, val: ImageSet | None, seed: int,
-              desc: str, tag: str = "") -> dict:
-    """``train_one`` for one run, with its checkpoints in ``<output_dir>/checkpoints/runs/<digest>``.
-
-    The folder's name is a digest of everything that determines the run (its settings, seed, data sizes and
-    ``tag``), so a changed parameter never continues from a stale checkpoint. With ``HELPERS_RESUME=1`` in the
-    environment (``python -m helpers run --resume``) a finished run is read back instead of trained, and an
-    interrupted one continues from its last epoch.
-
-    A finished run is also kept in the cache (:mod:`helpers.cache`, kind ``runs``: its ``last.pt``/``best.pt``
-    files); a run whose key is there already is not trained: its checkpoints are put into its folder and
-    ``train_one`` reads them back as a resumed finished run (the same model, history and numbers). The returned
-    dict's ``cache`` says which happened (:func:`helpers.cache.hit_record`, ``miss_record`` or ``off_record``);
-    ``seconds`` is the training time, the producing run's for a result from the cache.
-    """
-    import os
-    import shutil
-    import warnings
-
-    from helpers import cache
-    from helpers.engine.training import CheckpointError
-    from helpers.cli.verify import digest
-
-    settings = dict(settings)
-    if not settings.get("output_dir"):  # no folder for checkpoints: nothing to resume or cache
-        return train_one(settings, train=train, val=val, seed=seed, desc=desc)
-    key = digest([{k: v for k, v in settings.items() if k not in NOT_COMPUTED}, seed, len(train),
-                  len(val) if val is not None else 0, tag])
-    folder = Path(settings["output_dir"]) / "checkpoints" / "runs" / key
-    settings["checkpoint_dir"] = str(folder)
-    settings["resume"] = os.environ.get("HELPERS_RESUME") == "1"
-    parts = run_cache_parts(train_one, settings, train=train, val=val, seed=seed, tag=tag) if cache.enabled() else None
-    ckey = cache.make_key(parts) if parts else None
-    entry = cache.lookup("runs", ckey) if ckey else None
-    # the report's own checkpoints come first when resuming; the cache serves what is not there
-    if entry is not None and not (settings["resume"] and (folder / "last.pt").exists()):
-        shutil.rmtree(folder, ignore_errors=True)  # a stale interrupted try must not mix with the entry's files
-        cache.copy_files(entry, folder)
-        try:
-            out = train_one({**settings, "resume": True}, train=train, val=val, seed=seed, desc=desc)
-            record = cache.hit_record(entry)
-            return {**out, "cache": record, "seconds": (record["produced_by"] or {}).get("seconds")}
-        except CheckpointError as exc:  # a damaged entry: train as if it were not there
-            warnings.warn(f"cache entry {entry} is unreadable ({exc}); training the run again", stacklevel=2)
-            cache.discard(entry)
-            shutil.rmtree(folder, ignore_errors=True)
-    start = time.perf_counter()
-    out = train_one(settings, train=train, val=val, seed=seed, desc=desc)
-    seconds = time.perf_counter() - start
-    record = cache.off_record()
-    if ckey is not None:
-        stored = None
-        if _finished(out):
-            stored = cache.store("runs", ckey, lambda tmp: cache.copy_files(folder, tmp), parts=parts,
-                                 made_by=cache.producer(output_dir=settings["output_dir"], seconds=seconds,
-                                                        author_name=settings.get("author_name"),
-                                                        author_id=settings.get("author_id")))
-        record = cache.miss_record(ckey, stored)
-    return {**out, "cache": record, "seconds": seconds}
 
 
 def varied_parameters(configs: list[dict]) -> list[str]:
@@ -260,7 +92,7 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
                 # a run from the cache keeps the training time of the run that produced it
                 seconds = out.get("seconds") if (out.get("cache") or {}).get("hit") else time.perf_counter() - start
             history, model = out["history"], out["model"]
-            row = run_row(history, seconds=seconds, extra=out.get("row"))
+            row = history_row(history, seconds=seconds, extra=out.get("row"))
             row["params"] = count_parameters(model)["trainable"]
             if evaluate_test == "all":
                 result = out.get("test") or evaluate(model, test, device=device)
@@ -275,7 +107,7 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
                 if keep_models:
                     models[config["name"]] = model
                     outputs[config["name"]] = out
-        rows.append({"name": config["name"], **{k: _label(config[k]) if k in config else _label(base.get(k))
+        rows.append({"name": config["name"], **{k: value_label(config[k]) if k in config else value_label(base.get(k))
                                                   for k in varied}, **aggregate(rep_rows)})
         if rep_class:
             per_class[config["name"]] = {c: float(np.mean([d[c] for d in rep_class])) for c in rep_class[0]}
@@ -285,7 +117,7 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
             "evaluate_test": evaluate_test}
 
 
-def run_row(history, *, seconds: float, extra: Mapping | None = None) -> dict:
+def history_row(history, *, seconds: float, extra: Mapping | None = None) -> dict:
     """The results of one run: the last epoch's numbers, the best (lowest validation loss) epoch, time, status."""
     last = history[-1] if history else {}
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
 from helpers.data.fashion import ImageSet
-from helpers.engine.training import predict_logits
+from helpers.engine.training import predict, predict_batch, resolve_device
+from helpers.models.networks import count_parameters
 
 
 def evaluate(model, data: ImageSet, *, batch_size: int = 1024, device="auto") -> dict:
@@ -18,11 +21,12 @@ def evaluate(model, data: ImageSet, *, batch_size: int = 1024, device="auto") ->
     predicted class), ``confusion_matrix`` (ndarray, rows = true class), ``report`` (DataFrame),
     ``per_class`` (DataFrame) and ``most_confused`` (DataFrame).
     """
-    logits = predict_logits(model, data.X, batch_size=batch_size, device=device)
+    logits = predict(model, data.X, batch_size=batch_size, device=device)
     return summarize_predictions(logits, data.y, data.class_names)
 
 
 def summarize_predictions(logits: torch.Tensor, y: torch.Tensor, class_names) -> dict:
+    """:func:`evaluate`'s dict from a classifier's logits and the true labels ``y``."""
     probs = logits.softmax(1)
     y_true = y.numpy()
     y_pred = probs.argmax(1).numpy()
@@ -42,15 +46,23 @@ def summarize_predictions(logits: torch.Tensor, y: torch.Tensor, class_names) ->
 
 
 def report_frame(y_true, y_pred, class_names) -> pd.DataFrame:
-    """scikit-learn's classification report as a DataFrame (precision, recall, f1, support)."""
+    """scikit-learn's classification report as a DataFrame (precision, recall, f1, support).
+
+    The ``accuracy`` row is laid out as scikit-learn's printed report lays it out: the accuracy under ``f1-score``,
+    no precision or recall (NaN: it has none), and the number of images as its support (``output_dict`` repeats the
+    accuracy in all three columns and gives no support, which a table then shows as 0)."""
     report = classification_report(y_true, y_pred, labels=list(range(len(class_names))), target_names=list(class_names),
                                    output_dict=True, zero_division=0)
     frame = pd.DataFrame(report).T
+    if "accuracy" in frame.index:
+        frame.loc["accuracy", ["precision", "recall"]] = np.nan
+        frame.loc["accuracy", "support"] = len(y_true)
     frame["support"] = frame["support"].astype(int)
     return frame
 
 
 def per_class_accuracy(cm: np.ndarray, class_names) -> pd.DataFrame:
+    """One row per class of the confusion matrix ``cm``: ``class``, ``accuracy`` (recall), ``correct``, ``support``."""
     support = cm.sum(1)
     acc = np.divide(np.diag(cm), support, out=np.zeros(len(cm)), where=support > 0)
     return pd.DataFrame({"class": list(class_names), "accuracy": acc, "correct": np.diag(cm), "support": support})
@@ -84,10 +96,10 @@ def pair_examples(result: dict, true_index: int, pred_index: int, *, top: int = 
 
 
 def history_frame(history) -> pd.DataFrame:
+    """A training history (one dict per epoch) as a DataFrame, one row per epoch."""
     return pd.DataFrame(list(history))
 
 
-@torch.no_grad()
 @torch.no_grad()  # as predictions are made: no autograd graph
 def inference_latency(model, X: torch.Tensor, *, large_batch: int = 1024, rounds: int = 20, device="auto") -> dict:
     """How fast the trained model answers, on ``device``: milliseconds per image at batch size 1 (median of
@@ -95,11 +107,6 @@ def inference_latency(model, X: torch.Tensor, *, large_batch: int = 1024, rounds
 
     Returns ``{"device", "ms_per_image_batch1", "images_per_second", "large_batch", "parameters", "size_mb"}``.
     """
-    import time
-
-    from helpers.models.networks import count_parameters
-    from helpers.engine.training import predict_batch, resolve_device
-
     device = resolve_device(device)
     was_training = model.training
     model.eval().to(device)

@@ -24,6 +24,7 @@ import torch
 
 from helpers.data.fashion import ImageSet
 from helpers.engine.progress import emit
+from helpers.engine.runcache import train_run
 from helpers.engine.speed import SMALL_STEP_FLOPS, step_flops
 from helpers.engine.training import resolve_device
 
@@ -76,14 +77,12 @@ def _init_worker() -> None:
 
 
 def _train(job: dict) -> dict:
-    from helpers.engine.experiment import train_run
-
     emit("run", index=job.pop("index"), total=job.pop("total"), name=job.pop("name"))
     return train_run(**job)
 
 
 def train_runs(jobs: list[dict], *, workers: int) -> list[dict]:
-    """:func:`helpers.engine.experiment.train_run` for each job (its keyword arguments plus ``index``, ``total`` and
+    """:func:`helpers.engine.runcache.train_run` for each job (its keyword arguments plus ``index``, ``total`` and
     ``name`` for the progress line), in ``workers`` processes; results in the jobs' order."""
     if workers < 2:
         return [_train(dict(job)) for job in jobs]

@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
 import time
 from pathlib import Path
 
-ENV = "HELPERS_PROGRESS_FILE"
+PROGRESS_FILE_ENV = "HELPERS_PROGRESS_FILE"  # the variable naming the events file
 _last_batch = [0.0]
 
 
 def batch_due() -> bool:
     """Whether a batch event would be recorded now (so the loop reads its running loss only then)."""
-    return bool(os.environ.get(ENV)) and time.monotonic() - _last_batch[0] >= 0.5
+    return bool(os.environ.get(PROGRESS_FILE_ENV)) and time.monotonic() - _last_batch[0] >= 0.5
 
 
 def emit(kind: str, **event) -> None:
     """Record one progress event for the command that runs this notebook (batches: at most twice a second)."""
-    path = os.environ.get(ENV)
+    path = os.environ.get(PROGRESS_FILE_ENV)
     if not path:
         return
     now = time.monotonic()
@@ -90,6 +91,7 @@ def headings(notebook: Path) -> list[tuple[int, str]]:
 
 
 def minutes(seconds: float) -> str:
+    """``seconds`` as ``m:ss`` (negative counts as 0)."""
     seconds = max(0, int(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"
 
@@ -122,6 +124,7 @@ class Watcher:
         self.stop()
 
     def stop(self) -> None:
+        """Stop the watching thread, show the last state and clear the terminal line; returns None."""
         self._stop.set()
         self._thread.join(timeout=5)
         self.update()
@@ -134,6 +137,7 @@ class Watcher:
             self.update()
 
     def update(self) -> None:
+        """Read new events and the notebook's cell state, then write the progress line (or a new stage's line)."""
         events, self.offset = read_events(self.events, self.offset)
         done, total, running = self.cells()
         for e in events:
@@ -182,7 +186,7 @@ class Watcher:
         if b and not ours:
             text = f" · {b.get('desc', 'training')}"
         if b:
-            text += f" · epoch {b['epoch']}/{b['epochs']}"
+            text += f" · epoch {b['epoch']}/{b['num_epochs']}"
             if b.get("step"):
                 text += f" · batch {b['step']}/{b['steps']}"
             if b.get("loss") is not None:
@@ -192,14 +196,13 @@ class Watcher:
             done = (b["epoch"] - 1) + b.get("step", b["steps"]) / b["steps"]
             spent = b["time"] - self.run_started
             if done > 0:
-                run_total = spent / done * b["epochs"]
+                run_total = spent / done * b["num_epochs"]
                 left = run_total - spent + run_total * (r["total"] - r["index"])
                 text += f" · ~{minutes(left)} left in this comparison"
         return text
 
 
 def os_columns() -> int:
-    import shutil
-
+    """The terminal's width in characters (120 where it cannot be told)."""
     columns = shutil.get_terminal_size(fallback=(120, 24)).columns
     return columns if columns >= 40 else 120  # a pseudo-terminal may report 0

@@ -19,6 +19,7 @@ SMALL_STEP_FLOPS = 100e6
 def step_flops(model: nn.Module, X: torch.Tensor, batch_size: int) -> float | None:
     """Floating-point operations of one forward step (``batch_size`` images like ``X[:1]``), or None if the model
     cannot be counted (torch's FlopCounterMode on a single image in evaluation mode, so batch norm accepts it)."""
+    # lazy on purpose: torch's flop counter loads its decompositions (a second), and only sizing a step needs it
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training

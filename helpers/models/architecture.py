@@ -78,7 +78,7 @@ def _rate(where: str, key: str, value) -> float:
 
 
 def check_architecture(spec, *, image_size: int = 28, name: str = "architecture") -> dict:
-    """The spec (or a preset's name) completed with defaults; refuses a bad one naming the block and key.
+    """The spec (or a preset's name) completed with defaults, as a dict; refuses a bad one naming the block and key.
 
     The feature-map size is followed block by block, so a kernel or pooling window larger than its input
     is caught here rather than as a shape error in the middle of training.
@@ -102,39 +102,8 @@ def check_architecture(spec, *, image_size: int = 28, name: str = "architecture"
         raise ArchitectureError(f"{name}: activation={activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}")
     size, out_blocks = image_size, []
     for i, block in enumerate(blocks, 1):
-        where = f"{name} block {i}"
-        if not isinstance(block, dict):
-            raise ArchitectureError(f"{where}: {block!r} is not a mapping of {', '.join(BLOCK_KEYS)}")
-        unknown = [k for k in block if k not in BLOCK_KEYS]
-        if unknown:
-            raise ArchitectureError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(BLOCK_KEYS)}")
-        b = {**BLOCK_DEFAULTS, **block}
-        if "channels" not in block:
-            raise ArchitectureError(f"{where}: 'channels' is required (a positive integer or a list of them)")
-        channels = b["channels"] if isinstance(b["channels"], list) else [b["channels"]]
-        if not channels:
-            raise ArchitectureError(f"{where}: channels=[] is not allowed; allowed: positive integers")
-        b["channels"] = [_int(where, "channels", c, low=1) for c in channels]
-        b["kernel"] = _int(where, "kernel", b["kernel"], low=1)
-        b["padding"] = b["kernel"] // 2 if b["padding"] is None else _int(where, "padding", b["padding"], low=0)
-        for _ in b["channels"]:
-            if b["kernel"] > size + 2 * b["padding"]:
-                raise ArchitectureError(f"{where}: kernel={b['kernel']} is larger than its {size}x{size} input "
-                                        f"(padding {b['padding']}); use a smaller kernel, more padding or less pooling")
-            size = size + 2 * b["padding"] - b["kernel"] + 1
-        if b["pool"] not in BLOCK_POOLS:
-            raise ArchitectureError(f"{where}: pool={b['pool']!r} is not allowed; allowed: {', '.join(BLOCK_POOLS)}")
-        if b["norm"] not in BLOCK_NORMS:
-            raise ArchitectureError(f"{where}: norm={b['norm']!r} is not allowed; allowed: {', '.join(BLOCK_NORMS)}")
-        b["dropout"] = _rate(where, "dropout", b["dropout"])
-        if b["pool"] != "none":
-            b["pool_size"] = _int(where, "pool_size", b["pool_size"], low=1)
-            b["pool_stride"] = b["pool_size"] if b["pool_stride"] is None else _int(where, "pool_stride",
-                                                                                    b["pool_stride"], low=1)
-            if b["pool_size"] > size:
-                raise ArchitectureError(f"{where}: pool_size={b['pool_size']} is larger than its {size}x{size} input")
-            size = (size - b["pool_size"]) // b["pool_stride"] + 1
-        out_blocks.append(b)
+        checked, size = _check_block(block, size, where=f"{name} block {i}")
+        out_blocks.append(checked)
     dense = spec.get("dense", [])
     if isinstance(dense, int) and not isinstance(dense, bool):
         dense = [dense]
@@ -144,6 +113,42 @@ def check_architecture(spec, *, image_size: int = 28, name: str = "architecture"
     return {"blocks": out_blocks, "dense": dense, "dense_dropout": _rate(name, "dense_dropout",
                                                                           spec.get("dense_dropout", 0.0)),
             "activation": activation}
+
+
+def _check_block(block, size: int, *, where: str) -> tuple[dict, int]:
+    """One block of a spec completed with defaults, and the feature-map size after it (from ``size`` before)."""
+    if not isinstance(block, dict):
+        raise ArchitectureError(f"{where}: {block!r} is not a mapping of {', '.join(BLOCK_KEYS)}")
+    unknown = [k for k in block if k not in BLOCK_KEYS]
+    if unknown:
+        raise ArchitectureError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(BLOCK_KEYS)}")
+    b = {**BLOCK_DEFAULTS, **block}
+    if "channels" not in block:
+        raise ArchitectureError(f"{where}: 'channels' is required (a positive integer or a list of them)")
+    channels = b["channels"] if isinstance(b["channels"], list) else [b["channels"]]
+    if not channels:
+        raise ArchitectureError(f"{where}: channels=[] is not allowed; allowed: positive integers")
+    b["channels"] = [_int(where, "channels", c, low=1) for c in channels]
+    b["kernel"] = _int(where, "kernel", b["kernel"], low=1)
+    b["padding"] = b["kernel"] // 2 if b["padding"] is None else _int(where, "padding", b["padding"], low=0)
+    for _ in b["channels"]:
+        if b["kernel"] > size + 2 * b["padding"]:
+            raise ArchitectureError(f"{where}: kernel={b['kernel']} is larger than its {size}x{size} input "
+                                    f"(padding {b['padding']}); use a smaller kernel, more padding or less pooling")
+        size = size + 2 * b["padding"] - b["kernel"] + 1
+    if b["pool"] not in BLOCK_POOLS:
+        raise ArchitectureError(f"{where}: pool={b['pool']!r} is not allowed; allowed: {', '.join(BLOCK_POOLS)}")
+    if b["norm"] not in BLOCK_NORMS:
+        raise ArchitectureError(f"{where}: norm={b['norm']!r} is not allowed; allowed: {', '.join(BLOCK_NORMS)}")
+    b["dropout"] = _rate(where, "dropout", b["dropout"])
+    if b["pool"] != "none":
+        b["pool_size"] = _int(where, "pool_size", b["pool_size"], low=1)
+        b["pool_stride"] = b["pool_size"] if b["pool_stride"] is None else _int(where, "pool_stride",
+                                                                                b["pool_stride"], low=1)
+        if b["pool_size"] > size:
+            raise ArchitectureError(f"{where}: pool_size={b['pool_size']} is larger than its {size}x{size} input")
+        size = (size - b["pool_size"]) // b["pool_stride"] + 1
+    return b, size
 
 
 def with_overrides(spec, *, pool=None, norm=None, conv_dropout=None, dense=None, dense_dropout=None) -> dict:

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torchinfo import summary
+
+from helpers.data.fashion import to_patches
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -46,8 +49,6 @@ class Patchify(nn.Module):
         self.patch_size = patch_size
 
     def forward(self, x):
-        from helpers.data.fashion import to_patches
-
         return to_patches(x, self.patch_size).flatten(1)
 
 
@@ -65,8 +66,6 @@ class PatchEmbed(nn.Module):
         self.act = ACTIVATIONS[activation]()
 
     def forward(self, x):
-        from helpers.data.fashion import to_patches
-
         return self.act(self.proj(to_patches(x, self.patch_size))).flatten(1)
 
 
@@ -231,8 +230,6 @@ def count_parameters(model: nn.Module) -> dict:
 
 def summarize(model: nn.Module, input_size=(1, 1, 28, 28), *, depth: int = 3, verbose: int = 0):
     """torchinfo summary (printable; ``str(summary)`` is the familiar layer table)."""
-    from torchinfo import summary
-
     was_training = model.training
     # on the model's own device: torchinfo moves the model to the device it is given, and a trained model
     # on CUDA or MPS must stay there

@@ -3,10 +3,11 @@
 A report is read on a grader's machine, and the values in it (names, parameters, paths) are the student's: besides
 the escaping where each value is interpolated (:mod:`helpers.escape`), the page defends itself. Its
 Content-Security-Policy lets it load nothing but its own inline styles and ``data:`` images and fonts, and run no
-script (the template has none: the report is the same with JavaScript off); Markdown outputs are rendered with raw
-HTML escaped and ``javascript:``/``file:`` links disarmed; Chromium prints it with JavaScript and the network
-off; WeasyPrint reads no URL but ``data:`` and files inside the report's own folder. Every file is written whole
-or not at all (:mod:`helpers.atomic`).
+script (the template has none: the report is the same with JavaScript off); Markdown outputs, and a course
+notebook's question and answer cells (the student's text), are rendered with raw HTML escaped and
+``javascript:``/``file:`` links disarmed (an answer's links and images show as text: the page links to
+nothing); Chromium prints it with JavaScript and the network off; WeasyPrint reads no URL but ``data:`` and files
+inside the report's own folder. Every file is written whole or not at all (:mod:`helpers.atomic`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
 
 import nbformat
 
@@ -50,6 +52,11 @@ CHROMIUM_FLAGS = ("--headless", "--disable-gpu", "--no-first-run", "--disable-ba
 CONTENT_SECURITY_POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
                            "base-uri 'none'; form-action 'none'")
 HEADER_LIMIT = 90  # characters of the title or author in the PDF's running header (one line)
+# Markdown cells whose text is not the toolkit's: a course notebook's questions and the student's answers
+STUDENT_TAGS = frozenset({"question", "answer"})
+# The toolkit's own observations, titled as what they are beside a student's answers (issue 20)
+OBSERVATIONS = re.compile(r"^(#{2,3}) Observations[ \t]*$", re.MULTILINE)
+MEASURED = r"\1 What the run measured"
 
 
 class ExportError(RuntimeError):
@@ -68,35 +75,64 @@ def notebook_title(nb) -> str:
     return "Report"
 
 
+def student_cell(cell) -> bool:
+    """Whether a markdown cell holds text the toolkit did not write (a question or a student's answer)."""
+    return bool(STUDENT_TAGS & set(cell.get("metadata", {}).get("tags", [])))
+
+
 @functools.cache
 def report_exporter_class():
-    """nbconvert's HTML exporter, rendering the Markdown of cell *outputs* (where the run's values are) with raw
-    HTML escaped and ``javascript:``, ``vbscript:``, ``file:`` and ``data:`` links made harmless. The notebook's
-    own Markdown cells, written by the toolkit, render as nbconvert renders them."""
+    """nbconvert's HTML exporter, rendering the Markdown of cell *outputs* (where the run's values are) and of
+    question and answer cells (:func:`student_cell`) with raw HTML escaped and ``javascript:``, ``vbscript:``,
+    ``file:`` and ``data:`` links made harmless; in an answer, a link shows as its text and address and an image
+    as its description, so the page links to and loads nothing. The notebook's other Markdown cells, written by
+    the toolkit, render as nbconvert renders them."""
+    # lazy on purpose: nbconvert takes seconds to import, and only an export needs it
     from jinja2 import pass_context
     from nbconvert import HTMLExporter
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    class TextLinks(IPythonRenderer):
+        def link(self, text, url, title=None):
+            return f"{text} ({self.escape_html(url)})" if url and url != text else text
+
+        def image(self, text, url, title=None):
+            return f"[image: {text or self.escape_html(url)}]"
 
     class ReportExporter(HTMLExporter):
         @pass_context  # the template filter gets the cell being rendered
         def markdown2html(self, context, source):
             cell = context.get("cell") or {}
-            if cell.get("cell_type") == "markdown":
+            if cell.get("cell_type") == "markdown" and not student_cell(cell):
                 return super().markdown2html(context, source)
-            renderer = IPythonRenderer(escape=True, allow_harmful_protocols=False,
-                                       anchor_link_text=self.anchor_link_text,
-                                       exclude_anchor_links=self.exclude_anchor_links, **self.lexer_options)
+            kind = TextLinks if cell.get("cell_type") == "markdown" else IPythonRenderer
+            renderer = kind(escape=True, allow_harmful_protocols=False, anchor_link_text=self.anchor_link_text,
+                            exclude_anchor_links=self.exclude_anchor_links, **self.lexer_options)
             return MarkdownWithMath(renderer=renderer).render(source)
 
     return ReportExporter
 
 
+def retitle_observations(nb) -> None:
+    """Title the toolkit's observations "What the run measured" (in memory), so that a grader holds a student's
+    answers against what the run measured; every report gets the same title, the rerun ``verify`` exports too."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and not student_cell(cell):
+            cell.source = OBSERVATIONS.sub(MEASURED, cell.source)
+
+
 def export_html(notebook_path: str | Path, html_path: str | Path, *, no_input: bool = False,
-                author: str = "") -> Path:
+                author: str = "", prepare=None) -> Path:
     """Write a self-contained HTML report (figures inline as base64, no network needed to view it), atomically.
 
-    ``author`` is shown in the PDF's running header, escaped as a CSS string (it is the student's text)."""
+    ``author`` is shown in the PDF's running header, escaped as a CSS string (it is the student's text).
+    ``prepare``, when given, changes the notebook in memory before it is rendered (a course notebook's answers:
+    :func:`helpers.course.answers.report_cells` fills in their citations); what it raises is raised here, and
+    nothing is written then."""
     nb = nbformat.read(str(notebook_path), as_version=4)
+    retitle_observations(nb)
+    if prepare is not None:
+        prepare(nb)
     exporter = report_exporter_class()(template_name="report", extra_template_basedirs=[str(TEMPLATE_DIR)],
                                        exclude_input=no_input, exclude_input_prompt=no_input,
                                        exclude_output_prompt=no_input)
@@ -128,6 +164,7 @@ def find_chromium() -> str | None:
 
 
 def running_as_root() -> bool:
+    """Whether this process runs as root (Chromium refuses to start its sandbox for root)."""
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -145,6 +182,7 @@ def complete_pdf(path: Path) -> bool:
 
 
 def policy_meta() -> str:
+    """The ``<meta>`` element that sets the report's Content-Security-Policy."""
     return f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
 
 
@@ -221,6 +259,7 @@ def sandbox_failed(stderr: str) -> bool:
 
 
 def tail(text: str, limit: int = 500) -> str:
+    """The last ``limit`` characters of ``text`` without surrounding blanks (a program's error output, for a message)."""
     return text.strip()[-limit:]
 
 
@@ -238,6 +277,7 @@ def local_fetcher(folder: Path):
     (``file:`` elsewhere, ``http(s):``, ``ftp:``): the report's images, stylesheets, fonts, ``<object>``,
     ``<embed>`` and attachments (``rel=attachment``) all come through it, so no other file of the grader's machine
     ends up in the PDF. A refused URL is left out of the page (WeasyPrint warns and goes on)."""
+    # lazy on purpose: WeasyPrint loads Pango and fonts (a second), and only a PDF needs it
     import weasyprint.urls as urls
 
     folder = Path(folder)
@@ -249,8 +289,6 @@ def local_fetcher(folder: Path):
         if scheme == "data":
             return None
         if scheme == "file" and parts.netloc in ("", "localhost"):
-            from urllib.request import url2pathname
-
             path = Path(url2pathname(unquote(parts.path)))
             if inside(path, folder):
                 return path.resolve()
@@ -286,6 +324,7 @@ def weasyprint_pdf(html_path: Path, pdf_path: Path) -> Path:
     """Print ``html_path`` with WeasyPrint, reading nothing outside its folder (:func:`local_fetcher`); the PDF
     replaces ``pdf_path`` only when it is complete."""
     try:
+        # lazy on purpose: WeasyPrint loads Pango and fonts (a second), and only a PDF needs it
         import weasyprint
     except (ImportError, OSError) as exc:  # OSError: the Pango libraries are missing
         raise ExportError(f"WeasyPrint is not usable ({exc})") from exc

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
+
+from helpers.data.fashion import subsample
 
 FIGSIZE_WIDE = (11, 4)
 
@@ -159,6 +162,35 @@ def plot_image_grid(images, titles=None, *, ncols: int = 8, fig=None, title: str
     return fig
 
 
+def plot_class_samples(data, *, per_class: int = 2, seed: int = 0, title: str = "Two training images per class"):
+    """``per_class`` images of each class of ``data`` (an :class:`~helpers.data.fashion.ImageSet`, drawn from
+    ``seed``), ten to a row, each titled with its class."""
+    sample = subsample(data, per_class=per_class, seed=seed)
+    return plot_image_grid(sample.X, [data.class_names[i] for i in sample.y], ncols=10, title=title)
+
+
+def plot_augmentation_preview(preview, labels, class_names, *, copies: int = 3, title: str = ""):
+    """Each image in a row with its ``copies`` augmented versions (``preview`` as
+    :func:`helpers.sections.cnn.augmentation_preview` lays them out; ``labels`` the originals' classes)."""
+    titles = [f"{class_names[c]}\n{'original' if k == 0 else f'augmented {k}'}" for c in labels for k in range(copies + 1)]
+    return plot_image_grid(preview, titles, ncols=copies + 1, title=title)
+
+
+def plot_reconstruction_loss(histories: dict, *, title: str = "Reconstruction loss (dashed: train, noisy inputs; "
+                                                              "solid: validation)"):
+    """Train (dashed) and validation (solid) reconstruction loss (MSE per pixel) per epoch of each autoencoder."""
+    return plot_curves(histories, metric="loss", ylabel="MSE per pixel", title=title)
+
+
+def plot_epoch_stops(runs: dict, *, title: str = "Where each run stops"):
+    """The learning curves of the longest of ``runs`` (name -> ``{"history": ...}``, the same seed, so each shorter
+    run is its beginning), a dotted line where each shorter run stops."""
+    longest = max(runs.values(), key=lambda r: len(r["history"]))
+    fig = plot_learning_curves({f"{len(longest['history'])} epochs": longest["history"]}, title=title)
+    return mark_epochs(fig, {f"stop after {len(r['history'])}": len(r["history"]) for r in runs.values()
+                             if r is not longest})
+
+
 def plot_feature_maps(maps, images=None, *, row_titles=None, max_maps: int = 8, fig=None,
                       title: str = "Feature maps of the first conv block", cmap: str = "viridis"):
     """One row per image: the input (when ``images`` is given), then its first ``max_maps`` feature maps.
@@ -278,8 +310,6 @@ def save_figure(fig, output_dir: str | Path, name: str) -> None:
 
 def plot_per_class_comparison(per_class: dict, *, ax=None, title: str = "Test accuracy per class and configuration"):
     """Heatmap of test accuracy: one row per configuration, one column per class (values in percent)."""
-    import pandas as pd
-
     frame = pd.DataFrame(per_class).T * 100
     frame.index, frame.columns = _literals(frame.index), _literals(frame.columns)
     fig, ax = _ax(ax, figsize=(min(1.0 * frame.shape[1] + 3.5, 11), 0.45 * len(frame) + 2))

@@ -1,4 +1,7 @@
-"""Report plumbing: provenance, the metrics file, the author block and observations from the numbers.
+"""Report plumbing: provenance, the author block, the test-set block, and the one call that ends every report.
+
+The metrics file is :mod:`helpers.reporting.metrics_file`'s and the observations are
+:mod:`helpers.reporting.observations`'; :func:`finish` writes the one and shows the provenance appendix.
 
 Every value a sentence or table takes from the run (author fields, configuration and class names, parameter
 values, statuses) is the student's text: it goes in through :func:`md_text` or :func:`md_code`
@@ -8,8 +11,6 @@ values, statuses) is the student's text: it goes in through :func:`md_text` or :
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import platform
 import subprocess
 import time
@@ -18,10 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown
 
+from helpers.cache import describe
 from helpers.engine.config import PROJECT_ROOT
-from helpers.escape import md_code, md_text
+from helpers.engine.experiment import distinct_models, varied_parameters
+from helpers.engine.metrics import confident_mistakes, pair_examples
 from helpers.engine.training import deterministic_cuda, resolve_device
+from helpers.escape import md_code, md_text
+from helpers.models.networks import summarize
+from helpers.reporting import plots
+from helpers.reporting.metrics_file import build_metrics, read_metrics, write_metrics
 
 
 def git_revision(root: Path = PROJECT_ROOT) -> str:
@@ -40,6 +48,7 @@ def git_revision(root: Path = PROJECT_ROOT) -> str:
 
 def environment(device="auto") -> dict:
     """Versions, device and machine facts for the appendix and ``metrics.json``."""
+    # lazy on purpose: only their versions are needed, and scikit-learn and torchvision take seconds to import
     import matplotlib
     import sklearn
     import torchvision
@@ -74,48 +83,8 @@ class Stopwatch:
 
     @property
     def seconds(self) -> float:
+        """Seconds since the stopwatch was made."""
         return time.perf_counter() - self.start
-
-
-def to_jsonable(obj):
-    """Convert numpy, torch and pandas values to plain JSON types (NaN becomes null)."""
-    if isinstance(obj, dict) or hasattr(obj, "items") and not isinstance(obj, (pd.DataFrame, pd.Series)):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, pd.DataFrame):
-        return [to_jsonable(r) for r in obj.to_dict(orient="records")]
-    if isinstance(obj, pd.Series):
-        return to_jsonable(obj.to_dict())
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_metrics(output_dir: str | Path, payload: dict, name: str = "metrics.json") -> Path:
-    """Write ``payload`` as JSON; a section's metrics (with a ``section``) get their fingerprint
-    (:func:`helpers.cli.verify.fingerprint`), which ``python -m helpers verify`` checks."""
-    data = to_jsonable(payload)
-    if "section" in data:
-        from helpers.cli.runner import SECTIONS, notebook_path
-        from helpers.cli.verify import fingerprint
-
-        data["fingerprint"] = fingerprint(data, notebook=notebook_path(data["section"])
-                                          if data["section"] in SECTIONS else None)
-    path = Path(output_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)  # never a half-written metrics.json (a full disk, a killed run)
-    return path
 
 
 def author_block(*, cfg, title: str | None = None) -> str:
@@ -129,95 +98,6 @@ def author_block(*, cfg, title: str | None = None) -> str:
            else "")
         + f" · **seed:** {md_text(cfg.seed)} · **date:** {dt.date.today().isoformat()}"
     )
-
-
-def split_sizes(splits: dict) -> dict:
-    return {name: len(s) for name, s in splits.items()}
-
-
-def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | None = None) -> str:
-    """Markdown bullet points drawn from the grid table, the histories and the final test result."""
-    ok = table.dropna(subset=["val_acc"])
-    lines = []
-    if ok.empty:
-        return "- Every configuration failed; see the status column."
-    from helpers.engine.experiment import ranked
-
-    # the same choice as experiment.best_config, so the test-set line names the retrained model
-    best = ranked(ok).iloc[0]
-    worst = ok.iloc[ok["val_acc"].values.argmin()]
-    fastest = ok.iloc[ok["seconds"].values.argmin()]
-    slowest = ok.iloc[ok["seconds"].values.argmax()]
-    lines.append(f"- **Best configuration:** {md_code(best['name'])} with {best['val_acc']:.2%} validation accuracy, "
-                 f"{best['val_acc'] - worst['val_acc']:.2%} above the weakest ({md_code(worst['name'])}, "
-                 f"{worst['val_acc']:.2%}).")
-    lines.append(f"- **Fastest:** {md_code(fastest['name'])} ({fastest['seconds']:.1f} s); the slowest, "
-                 f"{md_code(slowest['name'])}, "
-                 f"took {slowest['seconds'] / max(fastest['seconds'], 1e-9):.1f}x as long ({slowest['seconds']:.1f} s).")
-    gap = ok["train_acc"] - ok["val_acc"]
-    widest = ok.loc[gap.idxmax()]
-    lines.append(f"- **Train/validation gap** of the best: {best['train_acc'] - best['val_acc']:+.2%} "
-                 f"(train {best['train_acc']:.2%}); the widest gap is {md_code(widest['name'])} "
-                 f"({widest['train_acc'] - widest['val_acc']:+.2%}), the clearest sign of overfitting in the grid.")
-    h = histories.get(best["name"])
-    if h:
-        be = h.best_epoch
-        last = h[-1]
-        lowest = min(r["val_loss"] for r in h if r["val_loss"] is not None)
-        if be is not None and be < last["epoch"]:
-            lines.append(f"- **Validation loss** of the best was lowest at epoch {be} of {last['epoch']} "
-                         f"({lowest:.4f}) and ended at {last['val_loss']:.4f}: later epochs "
-                         f"{'overfit' if last['val_loss'] > lowest * 1.02 else 'changed it little'}.")
-        elif be is not None:
-            lines.append(f"- **Validation loss** of the best was still falling at the last epoch ({be}): "
-                         "more epochs might help.")
-    failed = table[table["status"] != "completed"]
-    for _, row in failed.iterrows():
-        lines.append(f"- {md_code(row['name'])} stopped early: {md_text(row['status'])}.")
-    if final is not None:
-        test = final["test"]
-        lines.append(f"- **Test set:** retrained on train + validation, {md_code(best['name'])} scores "
-                     f"{test['accuracy']:.2%} accuracy (loss {test['loss']:.4f}).")
-        mc = test["most_confused"]
-        if len(mc):
-            top = mc.iloc[0]
-            lines.append(f"- **Most confused:** {md_text(top['true'])} taken for {md_text(top['predicted'])} "
-                         f"{top['count']} times ({top['share_of_true']:.1%} of the {md_text(top['true'])} images).")
-        pc = test["per_class"].sort_values("accuracy")
-        lines.append(f"- **Hardest class:** {md_text(pc.iloc[0]['class'])} ({pc.iloc[0]['accuracy']:.1%}); "
-                     f"easiest: {md_text(pc.iloc[-1]['class'])} ({pc.iloc[-1]['accuracy']:.1%}).")
-    return "\n".join(lines)
-
-
-def factor_observations(table: pd.DataFrame, factors, *, metric: str = "val_acc", labels: dict | None = None) -> str:
-    """Markdown bullets comparing the mean ``metric`` of each level of each factor (a column of a grid table).
-
-    For a pooling x normalization grid, ``factors=("pool", "norm")`` says, e.g., that max pooling averaged
-    1.2 points more validation accuracy than average pooling across the normalization choices.
-    """
-    ok = table.dropna(subset=[metric])
-    lines = []
-    for factor in factors:
-        if factor not in ok or ok[factor].nunique() < 2:
-            continue
-        means = ok.groupby(factor)[metric].mean().sort_values(ascending=False)
-        name = md_text((labels or {}).get(factor, factor))
-        parts = ", ".join(f"{md_code(level)} {value:.2%}" for level, value in means.items())
-        lines.append(f"- **{name}:** mean {metric.replace('_', ' ')} {parts}; {md_code(means.index[0])} leads by "
-                     f"{means.iloc[0] - means.iloc[-1]:.2%} over {md_code(means.index[-1])}.")
-    return "\n".join(lines)
-
-
-def test_summary(result: dict) -> dict:
-    """The JSON-ready part of an evaluation result (no per-sample arrays)."""
-    return {
-        "accuracy": result["accuracy"],
-        "loss": result["loss"],
-        "confusion_matrix": result["confusion_matrix"],
-        "per_class_accuracy": dict(zip(result["per_class"]["class"], result["per_class"]["accuracy"])),
-        "classification_report": result["report"].to_dict(orient="index"),
-        "most_confused": result["most_confused"][["true", "predicted", "count"]],
-    }
 
 
 def appendix(env: dict, *, seconds: float, params: dict, metrics_file: str | Path | None = None):
@@ -243,26 +123,8 @@ def appendix(env: dict, *, seconds: float, params: dict, metrics_file: str | Pat
             .format_index(escape="html", axis=1).set_properties(**{"text-align": "left"}))
 
 
-def cache_record(result: dict | None, *, final: dict | None = None) -> dict:
-    """``metrics.json``'s ``cache``: whether the cache was on, its folder, and per training run whether it was
-    trained here or read from the cache and which run produced it (:mod:`helpers.cache`). The data's and each
-    pretraining's own notes are under ``data.cache`` and ``pretraining.<backbone>.cache``. Every ``cache`` key is
-    left out of the fingerprint and of ``verify``'s comparison: a result from the cache has the same numbers."""
-    from helpers import cache
-
-    runs = [{"name": r["name"], "repeat": r["repeat"], "seed": r["seed"], **(r.get("cache") or cache.off_record())}
-            for r in (result or {}).get("runs", [])]
-    if final is not None and final.get("cache") is not None:
-        runs.append({"name": "final retraining", **final["cache"]})
-    return {"enabled": cache.enabled(), "dir": str(cache.cache_dir()) if cache.enabled() else None,
-            "runs_from_cache": sum(1 for r in runs if r.get("hit")),
-            "runs_trained": sum(1 for r in runs if not r.get("hit")), "runs": runs}
-
-
 def cache_rows(metrics: dict) -> dict:
     """The appendix's lines on the cache: what this report read from it instead of computing, and from which runs."""
-    from helpers.cache import describe
-
     record = metrics.get("cache")
     if not record:
         return {}
@@ -282,56 +144,8 @@ def cache_rows(metrics: dict) -> dict:
     return rows
 
 
-def experiment_observations(result: dict, *, final: dict | None = None, metric: str = "val_acc") -> str:
-    """Every observation on one comparison: the grid's own, each factor's average effect (two or more varied
-    parameters), and, with repeats, whether the leaders differ by more than the run-to-run spread."""
-    from helpers.engine.experiment import spread_observations
-
-    parts = [grid_observations(result["table"], result["histories"], final=final)]
-    if len(result["varied"]) >= 2:
-        parts.append(factor_observations(result["table"], result["varied"], metric=metric))
-    parts.append(spread_observations(result["table"], metric=metric))
-    if result.get("evaluate_test") == "all":
-        parts.append("- **Test accuracy of every configuration** is shown for comparison only: the configuration "
-                     "reported as the result was still chosen on validation accuracy.")
-    return "\n".join(p for p in parts if p)
-
-
-def build_metrics(*, cfg, data: dict, result: dict | None = None, best: dict | None = None, final: dict | None = None,
-                  latency: dict | None = None, extra: dict | None = None, env: dict, seconds: float) -> dict:
-    """The one layout of every section's ``metrics.json`` (read back with :func:`read_metrics`).
-
-    ``configurations`` has one row per configuration of the section's main comparison with every varied
-    parameter under its own name; ``best`` names the configuration tested and holds its test results.
-    """
-    from helpers.engine.experiment import configuration_records
-
-    payload = {"section": cfg.section, "profile": cfg.profile, "seed": cfg.seed,
-               "parameters": {k: v for k, v in cfg.items() if not k.endswith("_configs")}, "data": data,
-               "repeats": cfg.get("repeats", 1), "evaluate_test": cfg.get("evaluate_test", "best"),
-               "configurations": configuration_records(result) if result else [],
-               "histories": result["histories"] if result else {}}
-    if best is not None:
-        payload["best"] = {"name": best["name"], "config": best,
-                           "retrain_seconds": final.get("seconds") if final else None,
-                           "test": test_summary(final["test"]) if final else None, "latency": latency}
-    payload.update(extra or {})
-    payload.update({"cache": cache_record(result, final=final), "environment": env, "wall_seconds": seconds})
-    return payload
-
-
-def read_metrics(path: str | Path) -> dict:
-    """A section's ``metrics.json`` as written by :func:`build_metrics` (empty dict when there is none)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def grid_summary(configs: list[dict], *, repeats: int = 1, evaluate_test: str = "best", what: str = "The grid") -> str:
     """One sentence saying what the comparison varies, how many runs it makes and how the test set is used."""
-    from helpers.engine.experiment import varied_parameters
-
     varied = varied_parameters(configs)
     runs = len(configs) * repeats
     text = (f"{what} compares **{len(configs)}** configuration{'s' * (len(configs) != 1)}"
@@ -343,11 +157,105 @@ def grid_summary(configs: list[dict], *, repeats: int = 1, evaluate_test: str = 
     return text
 
 
-def data_record(splits: dict, *, cfg, names=("train", "val", "test")) -> dict:
-    """``metrics.json``'s ``data``: where the images came from, split sizes, classes."""
-    train = splits[names[0]]
-    record = {"source": str(splits.get("source")), "sizes": split_sizes({k: splits[k] for k in names}),
-              "classes": cfg.get("classes") or list(range(train.num_classes)), "class_names": list(train.class_names)}
-    if splits.get("cache") is not None:  # whether the decoded files came from the cache (helpers.cache)
-        record["cache"] = splits["cache"]
-    return record
+def finish(cfg, *, clock: Stopwatch, data: dict, result: dict | None = None, best: dict | None = None,
+           final: dict | None = None, latency: dict | None = None, extra: dict | None = None, volatile=()):
+    """The end of every report: write its ``metrics.json`` (:func:`helpers.reporting.metrics_file.build_metrics`
+    with this machine's :func:`environment` and the wall time so far) and return the provenance :func:`appendix`,
+    fingerprint included. ``extra`` is the section's own part of the file (its module's ``metrics_extra``);
+    ``volatile`` the section's own keys its fingerprint leaves out (its ``SECTION.volatile``)."""
+    env = environment(cfg.device)
+    metrics_file = write_metrics(cfg.output_dir, build_metrics(
+        cfg=cfg, data=data, result=result, best=best, final=final, latency=latency, extra=extra, env=env,
+        seconds=clock.seconds), volatile=volatile)
+    return appendix(env, seconds=clock.seconds, params=dict(cfg), metrics_file=metrics_file)
+
+
+def data_sentence(splits: dict, *, names: bool = False) -> str:
+    """Where the images were read from and the split sizes (with ``names``, the class names too), as a sentence."""
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    classes = train.class_names
+    return (f"Data read from {md_code(splits['source'])}. Split sizes: **{len(train):,}** training, "
+            f"**{len(val):,}** validation, **{len(test):,}** test images; {len(classes)} classes"
+            + (f" ({md_text(', '.join(classes))})." if names else "."))
+
+
+def architecture_summaries(configs: list[dict], *, base, build, limit: int = 4, label: str = "",
+                           input_size=(1, 1, 28, 28), depth: int = 3, caption=None) -> str:
+    """A layer table (:func:`helpers.models.networks.summarize`) per distinct architecture among ``configs`` (the
+    first ``limit``), each under its title (prefixed with ``label``; followed by ``caption(model)`` when given),
+    for the notebook to print."""
+    return "\n".join(f"{label}{title}{f': {caption(model)}' if caption else ''}\n"
+                     f"{summarize(model, input_size=input_size, depth=depth)}"
+                     for title, model in distinct_models(configs, base=base, build=build, limit=limit))
+
+
+# --- the figures of a comparison -------------------------------------------------------------------------------
+
+
+def comparison_figures(result: dict, output_dir, *, files: dict, what: str | None = None, metric: str = "val_acc") -> None:
+    """Draw and save the figures of one comparison (:func:`helpers.engine.experiment.run_experiment`'s result), one
+    per kind named in ``files`` (kind -> file name without ``.png``), in that order:
+
+    ``accuracy`` (``metric`` of each configuration at the last epoch), ``small_multiples`` (a panel of curves per
+    configuration), ``overlay`` (every configuration's curves on one figure) and ``per_class`` (test accuracy per
+    class and configuration; skipped when no configuration was tested). ``what`` names the comparison in the
+    titles, e.g. "First comparison: learning curves".
+    """
+    word = "Test" if metric == "test_acc" else "Validation"
+    titles = ({"accuracy": f"{word} accuracy per configuration (last epoch)", "overlay": "All configurations",
+               "small_multiples": "Learning curves per configuration",
+               "per_class": "Test accuracy per class and configuration"} if what is None else
+              {"accuracy": f"{what}: {word.lower()} accuracy (last epoch)", "overlay": f"{what}: learning curves",
+               "small_multiples": f"{what}: learning curves per configuration",
+               "per_class": f"{what}: test accuracy per class"})
+    draw = {"accuracy": lambda title: plots.plot_grid_results(result["table"], y=metric, title=title),
+            "small_multiples": lambda title: plots.plot_history_grid(result["histories"], ncols=4, title=title),
+            "overlay": lambda title: plots.plot_learning_curves(result["histories"], title=title),
+            "per_class": lambda title: (plots.plot_per_class_comparison(result["per_class"], title=title)
+                                        if result["per_class"] else None)}
+    for kind, name in files.items():
+        fig = draw[kind](titles[kind])
+        if fig is not None:
+            plots.save_figure(fig, output_dir, name)
+
+
+# --- the test-set block: the figures and tables every section shows for its tested model ----------------------
+
+
+def confusion_matrix_figure(test: dict, class_names, *, model: str, output_dir) -> None:
+    """Draw and save (``confusion_matrix.png``) the test set's confusion matrix of ``model``."""
+    fig = plots.plot_confusion_matrix(test["confusion_matrix"], class_names, title=f"Confusion matrix, {model} (test set)")
+    plots.save_figure(fig, output_dir, "confusion_matrix")
+
+
+def per_class_figure(test: dict, *, model: str, output_dir) -> None:
+    """Draw and save (``per_class_accuracy.png``) the test accuracy of each class."""
+    fig = plots.plot_per_class_accuracy(test["per_class"], title=f"Per-class test accuracy, {model}")
+    plots.save_figure(fig, output_dir, "per_class_accuracy")
+
+
+def confused_pairs(test: dict, images, class_names, *, output_dir, pairs: int = 3) -> pd.DataFrame:
+    """The most-confused class pairs as a table (returned, for the cell to show), and examples of the first
+    ``pairs`` of them drawn and saved (``confused_examples.png``)."""
+    table = test["most_confused"]
+    idx = [i for _, p in table.head(pairs).iterrows()
+           for i in pair_examples(test, p["true_index"], p["pred_index"])]
+    titles = [f"{class_names[test['y_true'][i]]}\n→ {class_names[test['y_pred'][i]]}" for i in idx]
+    if idx:
+        fig = plots.plot_image_grid(images[idx], titles, ncols=6,
+                                    title="Examples of the most-confused pairs (true → predicted)")
+        plots.save_figure(fig, output_dir, "confused_examples")
+    return table[["true", "predicted", "count", "share_of_true"]].round(3)
+
+
+def confident_mistakes_figure(test: dict, images, class_names, *, output_dir, name: str, title: str,
+                              top: int = 16, ncols: int = 8) -> Markdown | None:
+    """Draw and save (``name.png``) the ``top`` wrong predictions made with the highest confidence, captioned
+    true → predicted (confidence); a sentence instead when no test image was misclassified."""
+    idx = confident_mistakes(test, top=top)
+    if not len(idx):
+        return Markdown("No test image was misclassified.")
+    titles = [f"{class_names[test['y_true'][i]]}\n→ {class_names[test['y_pred'][i]]} ({test['confidence'][i]:.0%})"
+              for i in idx]
+    plots.save_figure(plots.plot_image_grid(images[idx], titles, ncols=ncols, title=title), output_dir, name)
+    return None

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import html
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -19,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from helpers.atomic import atomic_path, write_text
-from helpers.reporting.report import read_metrics
-from helpers.cli.runner import SECTIONS
+from helpers.paths import NOTEBOOKS as SECTIONS  # section -> (notebook file, title)
+from helpers.reporting.metrics_file import read_metrics
 
 IDENTITY = ("name", "author_name", "author_id")  # who the row is, not what was assigned
 FIGURE_FORMATS = ("png", "svg")
@@ -47,7 +48,7 @@ def shown(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
 
 
-def varied_parameters(results: list[dict]) -> list[str]:
+def differing_parameters(results: list[dict]) -> list[str]:
     """Parameters whose value differs between rows (a row without one has the notebook's default), in the order
     they first appear; identity columns (name, id) aside. Rows refused before running (``bad row``) do not count:
     what they hold may be anything."""
@@ -59,6 +60,7 @@ def varied_parameters(results: list[dict]) -> list[str]:
 
 
 def sections_of(results: list[dict]) -> list[str]:
+    """The sections any batch row ran, in the toolkit's section order."""
     used = {s for r in results for s in r.get("sections", [])}
     return [s for s in SECTIONS if s in used]
 
@@ -75,7 +77,7 @@ def class_table(output_dir: Path, results: list[dict]) -> pd.DataFrame:
     """One row per batch row: identity, varied parameters, each section's headline, status, time and links
     (paths relative to ``output_dir``, only to files that exist)."""
     output_dir = Path(output_dir)
-    varied, sections = varied_parameters(results), sections_of(results)
+    varied, sections = differing_parameters(results), sections_of(results)
     records = []
     for r in results:
         params = r.get("params", {})
@@ -111,8 +113,6 @@ def accuracy_columns(table: pd.DataFrame) -> dict[str, str]:
 
 def accuracy_bins(values: pd.Series) -> list[float]:
     """Histogram edges in percent on a round step (1, 2, 5, 10 points) giving at most 12 bins."""
-    import math
-
     low, high = float(values.min()), float(values.max())
     step = next((s for s in (1, 2, 5, 10) if (high - low) / s <= 12), 20)
     start, stop = math.floor(low / step) * step, math.floor(high / step) * step + step
@@ -121,6 +121,7 @@ def accuracy_bins(values: pd.Series) -> list[float]:
 
 def plot_accuracy_distribution(table: pd.DataFrame):
     """Histogram of each section's test accuracy across the class (percent), one panel per section."""
+    # lazy on purpose: matplotlib takes a second to import, and only the class figures need it
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -149,6 +150,7 @@ def accuracy_by_value(table: pd.DataFrame, parameter: str, column: str) -> pd.Da
 def plot_accuracy_by_parameter(table: pd.DataFrame, parameter: str):
     """Test accuracy by the value of ``parameter``, one panel per section: each student a dot, each value's mean a
     bar across its dots (the axis spans the class's results, so small differences show)."""
+    # lazy on purpose: matplotlib, as in plot_accuracy_distribution
     from matplotlib.figure import Figure
 
     cols = accuracy_columns(table)
@@ -172,7 +174,9 @@ def plot_accuracy_by_parameter(table: pd.DataFrame, parameter: str):
     return fig
 
 
-def save_figure(fig, folder: Path, stem: str) -> list[Path]:
+def save_figure_files(fig, folder: Path, stem: str) -> list[Path]:
+    """Write ``fig`` as ``folder/stem.<ext>`` in each of :data:`FIGURE_FORMATS`, each file whole or not at all;
+    return the paths written, in that order."""
     paths = [folder / f"{stem}.{ext}" for ext in FIGURE_FORMATS]
     for path, ext in zip(paths, FIGURE_FORMATS):
         with atomic_path(path) as tmp:
@@ -191,12 +195,13 @@ def class_figures(output_dir: Path, table: pd.DataFrame) -> list[dict]:
                             f"Test accuracy by {parameter}", plot_accuracy_by_parameter(table, parameter)))
     out = []
     for stem, title, fig in figures:
-        png, svg = save_figure(fig, Path(output_dir), stem)
+        png, svg = save_figure_files(fig, Path(output_dir), stem)
         out.append({"title": title, "png": png.name, "svg": svg.name})
     return out
 
 
 def varied_columns(table: pd.DataFrame) -> list[str]:
+    """The class table's parameter columns: all but the row's identity, status, timing, links and results."""
     fixed = {"line", "name", "id", "status", "error", "wall_seconds", "attempts", "worker", "report"}
     return [c for c in table.columns if c not in fixed and not re.search(r" (test accuracy|best|html|pdf)$", c)]
 

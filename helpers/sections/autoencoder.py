@@ -1,23 +1,27 @@
 """The autoencoder section: a denoising autoencoder and a classifier on its encoder.
 
 The autoencoder (an MLP such as 784-512-256-64-256-512-784, or a small convolutional one) learns to
-rebuild clean images from noisy copies; its encoder then feeds a classifier, frozen or fine-tuned.
-:func:`fit_autoencoder` returns the same per-epoch history as :func:`helpers.engine.training.fit`
+rebuild clean images from noisy copies; its encoder then feeds a classifier, frozen or fine-tuned. The networks
+are :mod:`helpers.models.autoencoders`'; the observations :mod:`helpers.reporting.observations`'.
+:func:`fit_autoencoder` trains with the engine's one loop (:func:`helpers.engine.training.fit` and the
+:class:`Denoising` task) and returns the same per-epoch history as :func:`helpers.engine.training.fit`
 (``epoch, train_loss, val_loss, lr, seconds``; losses are mean squared errors per pixel).
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import math
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from helpers.data.augment import gaussian_noise
+from helpers.data.fashion import ImageSet, load_splits, select_classes
 from helpers.engine.config import (
     Section,
     check_bool,
@@ -29,16 +33,17 @@ from helpers.engine.config import (
     check_sizes,
     check_training,
     fail,
-    register_section,
 )
-from helpers.data.fashion import ImageSet, load_splits, select_classes
-from helpers.escape import md_code, md_text
-from helpers.engine.experiment import run_row
+from helpers.engine.experiment import history_row
 from helpers.engine.metrics import evaluate
+from helpers.engine.training import History, checkpointing, fit, predict
+from helpers.escape import md_code, md_text
+from helpers.models.autoencoders import KINDS, AutoEncoder, EncoderClassifier, build_autoencoder, make_classifier_head
 from helpers.models.networks import init_weights
-from helpers.engine.training import History, checkpointing, fit, predict_logits
+from helpers.paths import PROJECT_ROOT
+from helpers.reporting import metrics_file
+from helpers.sections.transfer import feature_set
 
-KINDS = ("mlp", "conv")
 ENCODER_MODES = ("finetune", "frozen")
 # What each profile sets for parameters left as None (per_class: images kept per class, None = all).
 PROFILES = {
@@ -90,8 +95,10 @@ def check_run(s: dict) -> None:
     check_fraction("classifier_dropout", s["classifier_dropout"], low_open=False)
 
 
-SECTION = register_section(Section("autoencoder", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
-                                   choices={"kind": KINDS, "encoder": ENCODER_MODES}))
+SECTION = Section("autoencoder", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
+                  choices={"kind": KINDS, "encoder": ENCODER_MODES}, fixed=("ae_classes", "cnn_metrics"),
+                  epoch_keys=("epochs", "classifier_epochs", "epoch_options"),
+                  volatile=("ae_seconds", "ae_seconds_mean", "ae_seconds_std", "cnn_metrics"))
 
 
 def load_data(*, data_dir=None, classes=None, ae_classes=None, val_fraction: float = 0.15, stratified: bool = True,
@@ -108,65 +115,6 @@ def load_data(*, data_dir=None, classes=None, ae_classes=None, val_fraction: flo
     subset = None if classes is None else [list(ae_classes).index(c) if ae_classes else c for c in classes]
     ae = {k: splits[k] for k in ("train", "val", "test")}
     return {"ae": ae, "clf": {k: select_classes(v, subset) for k, v in ae.items()}, "source": splits["source"]}
-
-
-class AutoEncoder(nn.Module):
-    """``decoder(encoder(x))``; images (N, C, H, W) in [0, 1] in, reconstructions (sigmoid) out."""
-
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, code_size: int):
-        super().__init__()
-        self.encoder, self.decoder, self.code_size = encoder, decoder, code_size
-
-    def forward(self, x):
-        return self.decoder(self.encoder(x))
-
-
-def _mlp(sizes, *, last_activation: nn.Module | None) -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        layers.append(last_activation if i == len(sizes) - 2 and last_activation is not None else nn.ReLU())
-    return layers
-
-
-def build_autoencoder(kind: str = "mlp", *, hidden_sizes=(512, 256), bottleneck: int = 64, image_size: int = 28,
-                      channels: int = 1) -> AutoEncoder:
-    """A denoising autoencoder with ReLU layers and a mirrored decoder.
-
-    Parameters
-    ----------
-    kind : {"mlp", "conv"}
-        ``mlp``: fully connected, ``hidden_sizes`` are units (784-512-256-64-256-512-784 by default).
-        ``conv``: ``hidden_sizes`` are channels of stride-2 3x3 convolutions, then a linear bottleneck;
-        the decoder uses transposed convolutions.
-    bottleneck : int
-        Size of the code (ReLU activated).
-    """
-    check_choice("kind", kind, KINDS)
-    hidden_sizes = list(hidden_sizes)
-    pixels = channels * image_size * image_size
-    if kind == "mlp":
-        sizes = [pixels, *hidden_sizes, bottleneck]
-        encoder = nn.Sequential(nn.Flatten(), *_mlp(sizes, last_activation=nn.ReLU()))
-        decoder = nn.Sequential(*_mlp(sizes[::-1], last_activation=nn.Sigmoid()),
-                                nn.Unflatten(1, (channels, image_size, image_size)))
-        return AutoEncoder(encoder, decoder, bottleneck)
-    if not hidden_sizes:
-        raise ValueError("hidden_sizes=[]: a convolutional autoencoder needs at least one convolution")
-    spatial, enc = [image_size], []
-    for c_in, c_out in zip([channels, *hidden_sizes], hidden_sizes):
-        enc += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
-        spatial.append((spatial[-1] + 1) // 2)
-    flat = hidden_sizes[-1] * spatial[-1] ** 2
-    encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(flat, bottleneck), nn.ReLU())
-    dec: list[nn.Module] = [nn.Linear(bottleneck, flat), nn.ReLU(),
-                            nn.Unflatten(1, (hidden_sizes[-1], spatial[-1], spatial[-1]))]
-    outs = [channels, *hidden_sizes][::-1]  # channel counts from the innermost layer outwards
-    for i, (c_in, c_out) in enumerate(zip(outs, outs[1:])):
-        size_in, size_out = spatial[-1 - i], spatial[-2 - i]
-        dec += [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=size_out - 2 * size_in + 1),
-                nn.Sigmoid() if i == len(hidden_sizes) - 1 else nn.ReLU()]
-    return AutoEncoder(encoder, nn.Sequential(*dec), bottleneck)
 
 
 def add_noise(X: torch.Tensor, std: float, *, seed: int | None = None, generator=None) -> torch.Tensor:
@@ -189,19 +137,23 @@ class Denoising:
         self.noise_std, self.seed, self._fixed = noise_std, seed, {}
 
     def batch(self, xb, yb, generator):
+        """A noisy copy of the batch as input, the clean batch as target."""
         return add_noise(xb, self.noise_std, generator=generator), xb
 
     def loss(self, out, target):
+        """Mean squared error per pixel."""
         return nn.functional.mse_loss(out, target)
 
     def correct(self, out, target):
+        """No accuracy: rebuilding images has no right answer to count."""
         return None
 
     def evaluate(self, model, data: ImageSet, *, device) -> tuple[float, None]:
+        """The MSE of ``model``'s reconstructions of ``data``'s fixed noisy copy, and no accuracy."""
         if id(data) not in self._fixed:
             self._fixed[id(data)] = (data, add_noise(data.X, self.noise_std, seed=self.seed))
         noisy = self._fixed[id(data)][1]
-        return nn.functional.mse_loss(predict_logits(model, noisy, device=device), data.X).item(), None
+        return nn.functional.mse_loss(predict(model, noisy, device=device), data.X).item(), None
 
 
 def fit_autoencoder(model: AutoEncoder, train: ImageSet, val: ImageSet | None = None, *, num_epochs: int,
@@ -217,7 +169,7 @@ def fit_autoencoder(model: AutoEncoder, train: ImageSet, val: ImageSet | None = 
 def reconstruct(model: AutoEncoder, X: torch.Tensor, *, noise_std: float, seed: int = 0, device="auto"):
     """Noisy copies of ``X`` (fixed by ``seed``) and the model's reconstructions of them: ``(noisy, recon)``."""
     noisy = add_noise(X, noise_std, seed=seed)
-    return noisy, predict_logits(model, noisy, device=device)
+    return noisy, predict(model, noisy, device=device)
 
 
 def reconstruction_mse(model: AutoEncoder, data: ImageSet, *, noise_std: float, seed: int = 0, device="auto") -> dict:
@@ -228,7 +180,7 @@ def reconstruction_mse(model: AutoEncoder, data: ImageSet, *, noise_std: float, 
 
 def latent_codes(model: AutoEncoder, X: torch.Tensor, *, device="auto") -> np.ndarray:
     """The encoder's codes of clean images, (N, code size)."""
-    return predict_logits(model.encoder, X, device=device).numpy()
+    return predict(model.encoder, X, device=device).numpy()
 
 
 def project(codes: np.ndarray, *, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -236,34 +188,15 @@ def project(codes: np.ndarray, *, method: str = "pca", seed: int = 0) -> np.ndar
     check_choice("method", method, ("pca", "tsne"))
     codes = np.asarray(codes, dtype=np.float32)
     if method == "pca":
+        # lazy on purpose: scikit-learn takes a second to import, and only the embedding figure needs it
         from sklearn.decomposition import PCA
 
         return PCA(n_components=2, random_state=seed).fit_transform(codes)
+    # lazy on purpose: scikit-learn, as above
     from sklearn.manifold import TSNE
 
     perplexity = float(min(30.0, max(2.0, (len(codes) - 1) / 3)))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes)
-
-
-class EncoderClassifier(nn.Module):
-    """``head(encoder(x))``; the encoder is shared with the autoencoder unless copied."""
-
-    def __init__(self, encoder: nn.Module, head: nn.Module):
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def forward(self, x):
-        return self.head(self.encoder(x))
-
-
-def make_classifier_head(code_size: int, num_classes: int, *, hidden_sizes=(), dropout: float = 0.0) -> nn.Sequential:
-    """[Linear -> ReLU -> Dropout?] per hidden size, then Linear(num_classes)."""
-    layers: list[nn.Module] = []
-    width = code_size
-    for size in hidden_sizes:
-        layers += [nn.Linear(width, size), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
-        width = size
-    return nn.Sequential(*layers, nn.Linear(width, num_classes))
 
 
 def train_classifier(ae: AutoEncoder, train: ImageSet, val: ImageSet, test: ImageSet, *, num_epochs: int,
@@ -274,10 +207,6 @@ def train_classifier(ae: AutoEncoder, train: ImageSet, val: ImageSet, test: Imag
 
     Returns ``{"model", "history", "test", "seconds"}`` (``test`` is :func:`helpers.engine.metrics.evaluate`'s dict).
     """
-    import copy
-
-    from helpers.sections.transfer import feature_set
-
     check_choice("encoder", encoder, ENCODER_MODES)
     torch.manual_seed(seed)
     head = make_classifier_head(ae.code_size, train.num_classes, hidden_sizes=hidden_sizes, dropout=dropout)
@@ -307,6 +236,7 @@ def make_train_one(ae_sets: dict, test: ImageSet):
     done: dict = {}
 
     def train_one(s: dict, *, train: ImageSet, val: ImageSet | None, seed: int, desc: str = "autoencoder") -> dict:
+        """One run: the autoencoder of ``s``, then the classifier on its encoder (remembered by settings and seed)."""
         key = (repr(sorted((k, repr(s[k])) for k in RUN_PARAMETERS)), seed, id(train), id(val))
         if key in done:
             return done[key]
@@ -340,22 +270,24 @@ def architecture_columns() -> list[str]:
 
 
 def classifier_row(name: str, result: dict) -> dict:
-    """A table row for a :func:`train_classifier` result (:func:`helpers.engine.experiment.run_row`, plus test)."""
-    row = {"name": name, **run_row(result["history"], seconds=result["seconds"])}
+    """A table row for a :func:`train_classifier` result (:func:`helpers.engine.experiment.history_row`, plus test)."""
+    row = {"name": name, **history_row(result["history"], seconds=result["seconds"])}
     row.update({"test_acc": result["test"]["accuracy"], "test_loss": result["test"]["loss"]})
     return row
 
 
-def cnn_comparison(path: str | Path, classes) -> tuple[dict | None, str]:
+def cnn_comparison(path: str | Path | None, classes) -> tuple[dict | None, str]:
     """The CNN report's test results for the same classes, and a note on why they are missing if they are.
 
-    Reads ``data.classes`` and ``best.test`` (``accuracy``, ``per_class_accuracy``) of its metrics.json.
+    ``path`` is the CNN report's metrics.json (None: ``reports/cnn/metrics.json`` of the project), read with
+    :func:`helpers.reporting.metrics_file.read_metrics`; its ``data.classes`` and ``best.test`` (``accuracy``,
+    ``per_class_accuracy``) are used.
     """
-    path = Path(path)
+    path = Path(path) if path else PROJECT_ROOT / "reports" / "cnn" / "metrics.json"
     if not path.is_file():
         return None, f"no CNN report at {path}: run the CNN notebook with classes={classes} for a side-by-side."
     try:
-        metrics = json.loads(path.read_text())
+        metrics = metrics_file.read_metrics(path)
         their_classes, test = metrics["data"]["classes"], metrics["best"]["test"]
         accuracy = float(test["accuracy"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -368,52 +300,78 @@ def cnn_comparison(path: str | Path, classes) -> tuple[dict | None, str]:
             "profile": metrics.get("profile"), "name": metrics["best"].get("name", "best CNN")}, f"read from {path}"
 
 
-def observations(*, ae_history: History, recon: dict, classifier: dict, arch_table=None, epoch_table=None,
-                 cnn: dict | None = None) -> str:
-    """Markdown bullet points drawn from the run's numbers."""
-    share = 1 - recon["mse"] / max(recon["noisy_mse"], 1e-12)
-    lines = [f"- **Denoising:** the reconstructions are {recon['mse']:.4f} (MSE per pixel) from the clean test "
-             f"images, the noisy inputs {recon['noisy_mse']:.4f}: "
-             + (f"the autoencoder removes {share:.0%} of the squared error." if share > 0 else
-                "the reconstructions are still further from the clean images than the noisy inputs; "
-                "the autoencoder needs more training.")]
-    val = [r["val_loss"] for r in ae_history if r["val_loss"] is not None]
-    if len(val) > 1:
-        low = int(np.argmin(val)) + 1
-        trend = ("was still falling at the last epoch: more epochs would help" if low == len(val) else
-                 f"was lowest at epoch {low} of {len(val)} ({min(val):.4f}), ending at {val[-1]:.4f}")
-        lines.append(f"- **Reconstruction loss** on validation images {trend}.")
-    h, test = classifier["history"], classifier["test"]
-    last = h[-1]
-    lines.append(f"- **Encoder + classifier:** {test['accuracy']:.2%} test accuracy; last epoch train "
-                 f"{last['train_acc']:.2%} vs validation {last['val_acc']:.2%} ({last['train_acc'] - last['val_acc']:+.2%}"
-                 f"), lowest validation loss at epoch {h.best_epoch} of {len(h)}.")
-    mc, pc = test["most_confused"], test["per_class"].sort_values("accuracy")
-    if len(mc):
-        top = mc.iloc[0]
-        lines.append(f"- **Most confused:** {md_text(top['true'])} taken for {md_text(top['predicted'])} {top['count']} "
-                     f"times; hardest class {md_text(pc.iloc[0]['class'])} ({pc.iloc[0]['accuracy']:.1%}), easiest "
-                     f"{md_text(pc.iloc[-1]['class'])} "
-                     f"({pc.iloc[-1]['accuracy']:.1%}).")
-    if arch_table is not None and len(arch_table.dropna(subset=["val_acc"])) > 1:
-        a = arch_table.dropna(subset=["val_acc"]).set_index("name")
-        best, mse = a["val_acc"].idxmax(), a["ae_val_mse"].astype(float).idxmin()
-        gap = (a["train_acc"] - a["val_acc"]).idxmax()
-        lines.append(f"- **Comparison:** {md_code(best)} classifies best ({a.loc[best, 'val_acc']:.2%} validation); "
-                     f"{md_code(mse)} reconstructs best (validation MSE {a.loc[mse, 'ae_val_mse']:.4f}); {md_code(gap)} "
-                     "has the widest "
-                     f"classifier train/validation gap ({a.loc[gap, 'train_acc'] - a.loc[gap, 'val_acc']:+.2%}), the "
-                     "most overfitting.")
-    if epoch_table is not None and len(epoch_table) > 1:
-        e = epoch_table.sort_values("epochs_run")
-        few, many = e.iloc[0], e.iloc[-1]
-        lines.append(f"- **Epochs:** after {few['epochs_run']} the training loss is still {few['train_loss']:.3f} "
-                     f"(validation accuracy {few['val_acc']:.2%}); after {many['epochs_run']} it is "
-                     f"{many['train_loss']:.3f} while the validation loss ends at {many['val_loss']:.3f} "
-                     f"(lowest at epoch {many['best_epoch']}): "
-                     + ("the longer run overfits." if many["best_epoch"] is not None
-                        and many["best_epoch"] < many["epochs_run"] else "no overfitting yet."))
-    if cnn is not None:
-        lines.append(f"- **Against the CNN report:** {test['accuracy']:.2%} vs {cnn['accuracy']:.2%} on the same "
-                     f"classes ({test['accuracy'] - cnn['accuracy']:+.2%}).")
-    return "\n".join(lines)
+def data_sentence(splits: dict) -> str:
+    """Where the images were read from and what each stage learns from, as the report's sentence."""
+    ae, clf = splits["ae"], splits["clf"]
+    return (f"Data read from {md_code(splits['source'])}. Autoencoder: **{len(ae['train']):,}** training and "
+            f"**{len(ae['val']):,}** validation images of {ae['train'].num_classes} classes. Classifier: "
+            f"**{len(clf['train']):,}** training, **{len(clf['val']):,}** validation and **{len(clf['test']):,}** test "
+            f"images of {md_text(', '.join(clf['train'].class_names))}.")
+
+
+def cnn_sentence(cnn: dict | None, note: str) -> str:
+    """The report's sentence on the CNN report beside this one (:func:`cnn_comparison`'s pair)."""
+    if cnn is None:
+        return f"No side-by-side: {md_text(note)}"
+    return (f"CNN: {md_code(cnn['name'])} ({md_text(cnn['profile'])} profile), {md_text(note)}. "
+            "Test accuracy per class:")
+
+
+def side_by_side(cnn: dict, test: dict) -> pd.DataFrame:
+    """Test accuracy per class (and ``overall``) of the CNN report and of the encoder + classifier, in percent."""
+    side = pd.DataFrame({"CNN report": cnn["per_class_accuracy"],
+                         "encoder + classifier": dict(zip(test["per_class"]["class"], test["per_class"]["accuracy"]))})
+    side.loc["overall"] = [cnn["accuracy"], test["accuracy"]]
+    return (side * 100).round(2)
+
+
+# --- the comparison of classifier epochs --------------------------------------------------------------------
+
+EPOCH_COLUMNS = ["name", "epochs_run", "train_loss", "train_acc", "val_loss", "val_acc", "best_epoch", "test_acc",
+                 "seconds"]
+
+
+def epoch_comparison(ae: AutoEncoder, classifier: dict, cfg, *, train: ImageSet, val: ImageSet,
+                     test: ImageSet) -> tuple[dict, pd.DataFrame]:
+    """The classifier on ``ae``'s encoder trained for each of ``cfg.epoch_options`` epochs (none without
+    ``cfg.compare``); the run of ``cfg.classifier_epochs`` is ``classifier`` itself, not trained again.
+
+    Returns ``({"<n> epochs": train_classifier result}, table)``, one :func:`classifier_row` per run.
+    """
+    runs = {}
+    for n in (cfg.epoch_options if cfg.compare else []):
+        runs[f"{n} epochs"] = classifier if n == cfg.classifier_epochs else train_classifier(
+            ae, train, val, test, num_epochs=n, encoder=cfg.encoder, hidden_sizes=cfg.classifier_hidden,
+            dropout=cfg.classifier_dropout, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device=cfg.device,
+            desc=f"classifier, {n} epochs")
+    return runs, pd.DataFrame([classifier_row(name, r) for name, r in runs.items()])
+
+
+def tsne_sample(n: int, size: int, *, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``size`` of ``n`` codes, drawn without replacement from ``seed`` (t-SNE's sample)."""
+    return np.random.default_rng(seed).choice(n, size=min(size, n), replace=False)
+
+
+# --- metrics.json ---------------------------------------------------------------------------------------------
+
+
+def main_name(cfg) -> str:
+    """The report's main model, e.g. ``mlp autoencoder 512-256-64 + classifier (finetune)``."""
+    return f"{cfg.kind} autoencoder {'-'.join(map(str, [*cfg.hidden_sizes, cfg.bottleneck]))} + classifier ({cfg.encoder})"
+
+
+def metrics_parts(cfg, *, splits: dict, ae_history: History, recon: dict, classifier: dict, epoch_table: pd.DataFrame,
+                  cnn: dict | None, cnn_note: str) -> dict:
+    """The autoencoder section's ``data``, ``best``, ``final``, ``extra`` and ``volatile`` for
+    :func:`helpers.reporting.report.finish`: both stages' data, the main model's test result, the
+    autoencoder's and the classifier's histories, the epoch comparison and the CNN side-by-side."""
+    data = {**metrics_file.data_record(splits["clf"], cfg=cfg), "ae_classes": cfg.ae_classes or list(range(10)),
+            "ae_sizes": metrics_file.split_sizes(splits["ae"]), "source": splits["source"]}
+    extra = {"autoencoder": {"history": ae_history, "test_mse": recon["mse"], "noisy_input_mse": recon["noisy_mse"],
+                             "seconds": ae_history.seconds},
+             "classifier": {"history": classifier["history"], "seconds": classifier["seconds"], "encoder": cfg.encoder},
+             "epochs": epoch_table,
+             "cnn_comparison": None if cnn is None else {"cnn_accuracy": cnn["accuracy"], "note": cnn_note}}
+    return {"data": data, "best": {"name": main_name(cfg)},
+            "final": {"test": classifier["test"], "seconds": classifier["seconds"]}, "extra": extra,
+            "volatile": SECTION.volatile}

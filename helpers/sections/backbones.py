@@ -8,16 +8,18 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.error import URLError
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from helpers.engine.config import check_choice
+from helpers import cache
 from helpers.data.fashion import ImageSet
-from helpers.escape import md_code, md_text
+from helpers.engine.config import check_choice
 from helpers.engine.experiment import run_settings
-from helpers.engine.training import fit
+from helpers.engine.training import History, fit, resolve_device
+from helpers.escape import md_code, md_text
 
 BACKBONES = ("resnet18", "mobilenet_v3_small", "vgg11")
 CHECKPOINT_FORMAT = "helpers.sections.transfer/1"
@@ -40,6 +42,7 @@ class InputAdapter(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, x):
+        """The batch ``x`` (N, 1 or 3, H, W) as the backbone takes it: three channels, resized, normalised."""
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
@@ -50,7 +53,7 @@ class InputAdapter(nn.Module):
 
 def build_backbone(name: str) -> tuple[nn.Module, int]:
     """A torchvision model without its classifier, and the width of the features it returns."""
-    import torchvision
+    import torchvision  # lazy: a second to import, needed only where a backbone is built
 
     check_choice("backbone", name, BACKBONES)
     model = torchvision.models.get_model(name, weights=None)
@@ -82,6 +85,7 @@ class TransferNet(nn.Module):
         self.frozen = False
 
     def forward(self, x):
+        """The logits of the batch ``x``."""
         return self.head(self.backbone(self.adapter(x)))
 
     def feature_extractor(self) -> nn.Sequential:
@@ -89,6 +93,7 @@ class TransferNet(nn.Module):
         return nn.Sequential(self.adapter, self.backbone)
 
     def freeze_backbone(self) -> TransferNet:
+        """Stop training the backbone (no gradients, batch-norm statistics fixed); returns this model."""
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         self.frozen = True
@@ -96,6 +101,7 @@ class TransferNet(nn.Module):
         return self
 
     def train(self, mode: bool = True):
+        """``nn.Module.train``, keeping a frozen backbone in evaluation mode; returns this model."""
         super().train(mode)
         if self.frozen:
             self.backbone.eval()
@@ -129,9 +135,7 @@ def _matching(state: dict, backbone: str, origin: str) -> dict:
 
 def imagenet_weights(backbone: str) -> dict:
     """torchvision's ImageNet weights (downloaded once into the torch hub cache)."""
-    from urllib.error import URLError
-
-    from torchvision.models import get_model_weights
+    from torchvision.models import get_model_weights  # lazy: as torchvision in build_backbone
 
     enum = get_model_weights(backbone).DEFAULT
     file_name = Path(enum.url).name
@@ -199,7 +203,7 @@ def channel_stats(X: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.repeat(reps).tolist(), std.repeat(reps).tolist()
 
 
-def pretrain(backbone: str, train: ImageSet, val: ImageSet | None, *, image_size: int, epochs: int,
+def pretrain(backbone: str, train: ImageSet, val: ImageSet | None, *, image_size: int, num_epochs: int,
              batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam", head_hidden: int = 256,
              head_dropout: float = 0.5, seed: int = 0, device="auto") -> dict:
     """Train a backbone (with a throw-away head) on a source task.
@@ -211,7 +215,7 @@ def pretrain(backbone: str, train: ImageSet, val: ImageSet | None, *, image_size
     model = build_transfer_model(backbone, train.num_classes, image_size=image_size, norm=(mean, std),
                                  head_hidden=head_hidden, head_dropout=head_dropout)
     start = time.perf_counter()
-    history = fit(model, train, val, num_epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+    history = fit(model, train, val, num_epochs=num_epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                   seed=seed, device=device, desc=f"pretraining {backbone}")
     source = f"pretrained on {', '.join(train.class_names)} ({len(train):,} images, {len(history)} epochs)"
     weights = {"state_dict": {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()},
@@ -234,12 +238,12 @@ class BackboneWeights:
     ``made_by`` (report folder and author) is recorded with the entries this object makes.
     """
 
-    def __init__(self, source: Mapping | None = None, *, epochs: int = 1, batch_size: int = 128, lr: float = 1e-3,
+    def __init__(self, source: Mapping | None = None, *, num_epochs: int = 1, batch_size: int = 128, lr: float = 1e-3,
                  head_hidden: int = 256, head_dropout: float = 0.5, seed: int = 0, device="auto",
                  save_dir: str | Path | None = None, image_size: int | None = None, made_by: Mapping | None = None):
         self.source = source
         self.made_by = dict(made_by or {})
-        self.settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "head_hidden": head_hidden,
+        self.settings = {"num_epochs": num_epochs, "batch_size": batch_size, "lr": lr, "head_hidden": head_hidden,
                          "head_dropout": head_dropout, "seed": seed, "device": device}
         self.save_dir = Path(save_dir) if save_dir else None
         self.image_size = image_size  # the report's own image size: its checkpoints and labels keep the short names
@@ -250,7 +254,7 @@ class BackboneWeights:
     @classmethod
     def from_config(cls, cfg: Mapping, source: Mapping | None = None) -> BackboneWeights:
         """The weights of a report: pretraining settings from ``cfg``, checkpoints into ``output_dir/checkpoints``."""
-        return cls(source, epochs=cfg["pretrain_epochs"], batch_size=cfg["pretrain_batch_size"], lr=cfg["pretrain_lr"],
+        return cls(source, num_epochs=cfg["pretrain_epochs"], batch_size=cfg["pretrain_batch_size"], lr=cfg["pretrain_lr"],
                    head_hidden=cfg["head_hidden"], head_dropout=cfg["head_dropout"], seed=cfg["seed"],
                    device=cfg["device"], save_dir=Path(cfg["output_dir"]) / "checkpoints", image_size=cfg["image_size"],
                    made_by={k: cfg.get(k) for k in ("output_dir", "author_name", "author_id")})
@@ -283,20 +287,16 @@ class BackboneWeights:
     def pretrain_parts(self, backbone: str, image_size: int) -> dict:
         """Everything that decides a pretraining's result (its cache key's parts): the backbone, image size,
         pretraining settings, digests of the source images, code, versions and device type."""
-        from helpers import cache
-
         self._need_source()
         return {"what": "pretraining", "backbone": backbone, "image_size": image_size,
                 "settings": {k: v for k, v in self.settings.items() if k != "device"},
                 "source_train": cache.data_digest(self.source["train"]),
-                "source_val": cache.data_digest(self.source.get("val")), **cache.environment_parts(self.settings["device"])}
+                "source_val": cache.data_digest(self.source.get("val")),
+                **cache.environment_parts(resolve_device(self.settings["device"]))}
 
     def _pretrain(self, backbone: str, image_size: int) -> dict:
         """:func:`pretrain`'s result, read from the cache when the same pretraining was done before; ``cache``
         says which (:func:`helpers.cache.hit_record`), ``seconds`` is the producing run's time for a cached one."""
-        from helpers import cache
-        from helpers.engine.training import History
-
         parts = self.pretrain_parts(backbone, image_size) if cache.enabled() else None
         key = cache.make_key(parts) if parts else None
         entry = cache.lookup("pretraining", key) if key else None
@@ -316,11 +316,9 @@ class BackboneWeights:
         return {**out, "cache": cache.miss_record(key, stored)}
 
     def cache_key(self, settings: Mapping):
-        """What a run's starting weights add to its cache key (:func:`helpers.cache.bound_parts`): the
+        """What a run's starting weights add to its cache key (:func:`helpers.engine.runcache.bound_parts`): the
         pretraining's key, the ImageNet weights' name, a checkpoint file's digest; None for random weights.
         Scratch runs count too: with ``"pretrain"`` their inputs are normalised with the source images' stats."""
-        from helpers import cache
-
         spec, backbone, size = settings.get("weights"), settings.get("backbone"), settings.get("image_size")
         if spec == "pretrain":
             return {"pretrain": cache.make_key(self.pretrain_parts(backbone, size)) if self.source is not None else None}
@@ -359,6 +357,7 @@ class BackboneWeights:
                  "loaded": self.get(spec, b, run_size)} for (b, spec, size), run_size in needs.items()]
 
     def checkpoint_name(self, backbone: str, image_size: int) -> str:
+        """The file name of a pretraining's weights (the image size in it unless it is the report's own)."""
         short = image_size == self.image_size
         return f"pretrained_{backbone}.pt" if short else f"pretrained_{backbone}_{image_size}px.pt"
 
@@ -369,8 +368,6 @@ class BackboneWeights:
     def describe(self, backbone: str, image_size: int) -> str:
         """The report's sentence on one pretraining: what it learnt, how well, where it is saved, and whether it
         was done in this run or read from the cache (and from which run)."""
-        from helpers import cache
-
         p = self.pretrained[(backbone, image_size)]
         acc = p["history"][-1]["val_acc"] if p["history"] else None
         text = (f"{md_code(self.label(backbone, image_size))} {md_text(p['weights']['source'])}: source validation "

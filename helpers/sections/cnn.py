@@ -15,25 +15,27 @@ import pandas as pd
 import torch
 from torch import nn
 
-from helpers.models.architecture import BLOCK_POOLS, ArchitectureError, build_from_spec, check_architecture, with_overrides
 from helpers.data.augment import Augment
+from helpers.data.fashion import ImageSet
 from helpers.engine.config import (
     ConfigError,
     Section,
     augment_from,
     check_bool,
     check_choice,
+    check_choices,
     check_fraction,
     check_positive,
     check_sizes,
     check_training,
     fail,
-    register_section,
 )
-from helpers.data.fashion import ImageSet, subsample
-from helpers.engine.experiment import run_experiment
-from helpers.models.networks import init_weights
+from helpers.engine.experiment import configuration_records, retrain_and_test, run_experiment
 from helpers.engine.training import PRECISIONS, checkpointing, fit, set_test_flip
+from helpers.escape import md_text
+from helpers.models.architecture import BLOCK_POOLS, ArchitectureError, build_from_spec, check_architecture, with_overrides
+from helpers.models.networks import count_parameters, init_weights
+from helpers.reporting import metrics_file
 
 NORMS = ("batch_norm", "dropout", "none")
 # Peak learning rates that suit each optimizer with the default one-cycle schedule (Adam's is the
@@ -108,8 +110,6 @@ def validate(p: dict) -> None:
     """Report-level checks; the default ``grid`` is ``poolings`` x ``norms``, the default ``search`` is
     ``conv_dropouts`` x ``head_dropouts`` x ``hidden_sizes``. Adds ``augmentation`` and ``final_augmentation``
     (descriptions of the augmentation of the comparisons and of the final retraining)."""
-    from helpers.engine.config import check_choices
-
     if p["grid"] is None:
         p["poolings"] = check_choices("poolings", p["poolings"], tuple(b for b in BLOCK_POOLS if b != "none"))
         p["norms"] = check_choices("norms", p["norms"], NORMS)
@@ -162,10 +162,11 @@ def check_run(s: dict) -> None:
                           "allowed: augment=False, or at least one aug_* value set")
 
 
-SECTION = register_section(Section("cnn", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
-                                   grids=("grid", "search"), stages=STAGES,
-                                   choices={"pool": BLOCK_POOLS, "norm": NORMS, "precision": PRECISIONS,
-                                            "test_flip": TEST_FLIPS, "final_augment": FINAL_AUGMENTS}))
+SECTION = Section("cnn", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
+                  grids=("grid", "search"), stages=STAGES,
+                  choices={"pool": BLOCK_POOLS, "norm": NORMS, "precision": PRECISIONS, "test_flip": TEST_FLIPS,
+                           "final_augment": FINAL_AUGMENTS},
+                  epoch_keys=("epochs", "grid_epochs", "search_epochs", "final_epochs"))
 
 
 def stage_base(cfg, stage: str) -> dict:
@@ -230,6 +231,10 @@ def train_one(s: dict, *, train: ImageSet, val: ImageSet | None, seed: int, desc
     return {"model": model, "history": history}
 
 
+# The columns of the augmentation on/off table (:func:`compare_augmentation`).
+AUGMENTATION_COLUMNS = ["name", "augment", "train_loss", "train_acc", "val_loss", "val_acc", "best_epoch", "seconds"]
+
+
 def compare_augmentation(config: dict, search_result: dict, *, base: dict, train: ImageSet, val: ImageSet,
                          repeats: int = 1, seed: int = 0, device="auto") -> dict:
     """``config`` trained with augmentation on and off: ``{"table", "histories"}``.
@@ -252,20 +257,52 @@ def compare_augmentation(config: dict, search_result: dict, *, base: dict, train
     return {"table": merged, "histories": histories}
 
 
-def augmentation_observations(table: pd.DataFrame) -> str:
-    """Markdown bullets on the augmentation on/off table of :func:`compare_augmentation`."""
-    rows = {bool(r["augment"]): r for _, r in table.iterrows()}
-    if set(rows) != {True, False}:
-        return ""
-    on, off = rows[True], rows[False]
-    diff = on["val_acc"] - off["val_acc"]
-    lines = [f"- **Augmentation** {'raised' if diff > 0 else 'lowered'} validation accuracy by {abs(diff):.2%} "
-             f"({off['val_acc']:.2%} off, {on['val_acc']:.2%} on) after {int(on['epochs_run'])} epochs.",
-             f"- **Training accuracy** with augmentation {on['train_acc']:.2%} vs {off['train_acc']:.2%} without; "
-             f"train - validation gap {on['train_acc'] - on['val_acc']:+.2%} on, {off['train_acc'] - off['val_acc']:+.2%} "
-             "off" + (": the augmented images are harder to fit, which is how augmentation holds back overfitting."
-                      if on["train_acc"] < off["train_acc"] else ".")]
-    return "\n".join(lines)
+def retrain_final(config: dict, *, cfg, base: dict, augmentation: Augment, train: ImageSet, val: ImageSet,
+                  test: ImageSet) -> dict:
+    """``config`` retrained on train + validation for ``final_epochs`` with the final retraining's augmentation
+    (:func:`final_augmentation`), predicting with the mirror images averaged in unless ``test_flip`` is none, then
+    tested once: :func:`helpers.engine.experiment.retrain_and_test`'s dict."""
+    return retrain_and_test(config, base=base, train_one=train_one, train=train, val=val, test=test, seed=cfg.seed,
+                            device=cfg.device, epochs=cfg.final_epochs,
+                            test_flip="none" if cfg.test_flip == "none" else "all",
+                            augment_with=final_augmentation(cfg.final_augment, augmentation, use_augment=cfg.augment))
+
+
+def data_record(splits: dict, *, cfg, grid_train: ImageSet, search_train: ImageSet) -> dict:
+    """``metrics.json``'s ``data``: :func:`helpers.reporting.metrics_file.data_record` and the training images of
+    the first comparison and of the search."""
+    return {**metrics_file.data_record(splits, cfg=cfg), "grid_train_size": len(grid_train),
+            "search_train_size": len(search_train)}
+
+
+def metrics_extra(cfg, *, search_result: dict, aug_result: dict | None, final: dict) -> dict:
+    """The CNN section's own part of ``metrics.json``: the search, the augmentation on/off comparison (None when
+    every ``aug_*`` value is off) and the final retraining."""
+    return {"search": {"configurations": configuration_records(search_result), "histories": search_result["histories"]},
+            "augmentation": None if aug_result is None else {"configurations": aug_result["table"],
+                                                             "histories": aug_result["histories"]},
+            "final": {"parameters": count_parameters(final["model"])["trainable"], "epochs": len(final["history"]),
+                      "augmentation": cfg.final_augmentation, "precision": final["history"].precision,
+                      "test_flip": cfg.test_flip != "none", "history": final["history"]}}
+
+
+def training_summary(cfg) -> str:
+    """The report's sentence on the training settings every run takes unless its configuration sets them."""
+    return (f"Optimizer **{cfg.optimizer}** (peak learning rate {resolve_lr(cfg.lr, cfg.optimizer):g}, schedule "
+            f"{cfg.schedule}), initialisation **{cfg.init}**, batch size {cfg.batch_size}, label smoothing "
+            f"{cfg.label_smoothing:g}, weight decay {cfg.weight_decay:g}; augmentation: **{cfg.augmentation}** (final "
+            f"retraining: **{cfg.final_augmentation}**), where a configuration does not set these itself.")
+
+
+def final_summary(final: dict, *, name: str, train_images: int, cfg) -> str:
+    """The report's sentence on the final model: parameters, test accuracy and loss, how it was retrained."""
+    test, history = final["test"], final["history"]
+    return (f"**{md_text(name)}** ({count_parameters(final['model'])['trainable']:,} parameters): test accuracy "
+            f"**{test['accuracy']:.2%}**, test loss **{test['loss']:.4f}** after {len(history)} epochs on "
+            f"{train_images:,} images, augmentation {cfg.final_augmentation} (final training accuracy "
+            f"{history[-1]['train_acc']:.2%}, {final['seconds']:.1f} s, {history.precision} precision"
+            + ("; predictions average each test image with its mirror image" if cfg.test_flip != "none" else "")
+            + ").")
 
 
 # --- data behind figures --------------------------------------------------------------------------------
@@ -308,11 +345,6 @@ def feature_maps(model: nn.Sequential, X: torch.Tensor, *, block: int = 0) -> to
         handle.remove()
         model.train(was_training)
     return captured["maps"].float().cpu().contiguous()
-
-
-def cap_per_class(data: ImageSet, per_class: int | None, *, seed: int = 0) -> ImageSet:
-    """``data`` with at most ``per_class`` images per class (all of it when ``per_class`` is None)."""
-    return subsample(data, per_class=per_class, seed=seed) if per_class else data
 
 
 train_one.build_model = build_model  # sizes its runs for helpers.engine.parallel

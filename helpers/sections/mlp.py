@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from helpers.data.fashion import ImageSet
 from helpers.engine.config import (
     ConfigError,
     Section,
@@ -19,11 +20,10 @@ from helpers.engine.config import (
     check_sizes,
     check_training,
     fail,
-    register_section,
 )
-from helpers.data.fashion import ImageSet
+from helpers.engine.optim import OPTIMIZERS
+from helpers.engine.training import checkpointing, fit
 from helpers.models.networks import ACTIVATIONS, build_mlp, init_weights
-from helpers.engine.training import OPTIMIZERS, checkpointing, fit
 
 REGULARIZERS = ("none", "batch_norm", "dropout", "l1")
 # What each profile sets for parameters left as None (per_class: images kept per class, None = all).
@@ -69,8 +69,8 @@ def check_run(s: dict) -> None:
         raise ConfigError("parameter dropout=0 is not allowed with regularizer 'dropout'; allowed: a number in (0, 1)")
 
 
-SECTION = register_section(Section("mlp", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
-                                   choices={"activation": tuple(ACTIVATIONS), "regularizer": REGULARIZERS}))
+SECTION = Section("mlp", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
+                  choices={"activation": tuple(ACTIVATIONS), "regularizer": REGULARIZERS})
 
 
 def build_model(s: dict, *, num_classes: int, seed: int | None = None):

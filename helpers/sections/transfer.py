@@ -16,10 +16,28 @@ import functools
 from collections.abc import Mapping
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import nn
 
+from helpers.data.fashion import ImageSet, load_splits, select_classes, subsample
+from helpers.data.imagefolder import COLORS, ImageFolderError, load_folder_splits, scan_image_folder
+from helpers.engine.config import (
+    ConfigError,
+    Section,
+    check_choice,
+    check_choices,
+    check_classes_param,
+    check_fraction,
+    check_positive,
+    check_training,
+    fail,
+)
+from helpers.engine.experiment import experiment_table, run_settings
+from helpers.engine.metrics import evaluate
+from helpers.engine.training import checkpointing, fit, predict, resolve_device
+from helpers.escape import md_code, md_text
+from helpers.models.networks import count_parameters, init_weights
+from helpers.reporting import metrics_file
 from helpers.sections.backbones import (  # noqa: F401  (the section's names for its notebook and tests)
     BACKBONES,
     MIN_IMAGE_SIZE,
@@ -35,24 +53,6 @@ from helpers.sections.backbones import (  # noqa: F401  (the section's names for
     pretrain,
     save_weights,
 )
-from helpers.engine.config import (
-    ConfigError,
-    Section,
-    check_choice,
-    check_choices,
-    check_classes_param,
-    check_fraction,
-    check_positive,
-    check_training,
-    fail,
-    register_section,
-)
-from helpers.data.fashion import ImageSet, load_splits, select_classes, subsample
-from helpers.escape import md_code, md_text
-from helpers.engine.experiment import run_settings
-from helpers.data.imagefolder import COLORS, ImageFolderError, load_folder_splits, scan_image_folder
-from helpers.models.networks import count_parameters, init_weights
-from helpers.engine.training import checkpointing, fit, predict_logits, resolve_device
 
 MODES = ("scratch", "frozen", "finetune")
 WEIGHT_SOURCES = ("pretrain", "imagenet", "none")
@@ -147,13 +147,9 @@ def check_run(s: dict) -> None:
                               f"share {overlap}; the pretraining task must not see the target classes")
 
 
-SECTION = register_section(Section("transfer", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
-                                   choices={"backbone": BACKBONES, "mode": MODES, "weights": WEIGHT_SOURCES,
-                                            "color": COLORS}))
-
-
-def _cap(data: ImageSet, cap, seed: int) -> ImageSet:
-    return data if cap in (None, "all") else subsample(data, per_class=cap, seed=seed)
+SECTION = Section("transfer", PARAMETERS, PROFILES, validate, check_run, RUN_PARAMETERS,
+                  choices={"backbone": BACKBONES, "mode": MODES, "weights": WEIGHT_SOURCES, "color": COLORS},
+                  fixed=("dataset", "color"), epoch_keys=("epochs", "frozen_epochs", "pretrain_epochs"))
 
 
 def load_task(*, dataset: str = "fashion_mnist", data_dir=None, classes=None, image_size: int = 32,
@@ -174,14 +170,15 @@ def load_task(*, dataset: str = "fashion_mnist", data_dir=None, classes=None, im
         splits = load_folder_splits(dataset, image_size=image_size, color=color, val_fraction=val_fraction, seed=seed)
         if classes is not None:
             splits = {k: select_classes(v, classes) if isinstance(v, ImageSet) else v for k, v in splits.items()}
-    return {"train": _cap(splits["train"], labels_per_class, seed), "val": _cap(splits["val"], val_per_class, seed),
-            "test": _cap(splits["test"], test_per_class, seed), "source": splits["source"],
+    return {"train": subsample(splits["train"], per_class=labels_per_class, seed=seed),
+            "val": subsample(splits["val"], per_class=val_per_class, seed=seed),
+            "test": subsample(splits["test"], per_class=test_per_class, seed=seed), "source": splits["source"],
             "validation": splits["validation"], "cache": splits.get("cache")}
 
 
 def feature_set(module: nn.Module, data: ImageSet, *, batch_size: int = 256, device="auto") -> ImageSet:
     """``module``'s outputs for every image, as an ImageSet of feature vectors (what :func:`fit` needs)."""
-    return ImageSet(predict_logits(module, data.X, batch_size=batch_size, device=device), data.y,
+    return ImageSet(predict(module, data.X, batch_size=batch_size, device=device), data.y,
                     list(data.class_names))
 
 
@@ -246,8 +243,6 @@ def make_train_one(weights: BackboneWeights):
 def comparison_view(result: dict):
     """The comparison table for display: the varied parameters as the index, the weights each run started from,
     trainable vs frozen parameters, accuracies in percent, seconds."""
-    from helpers.engine.experiment import experiment_table
-
     # validation loss is in the curves; fewer columns keep the table within an A4 page. The weights column is the
     # short label: their full description (source classes, images, epochs) is in the text above the table.
     columns = ("weights_label", "params", "frozen_params", "epochs_run", "train_acc", "val_acc", "test_acc",
@@ -259,80 +254,44 @@ def comparison_view(result: dict):
     return view
 
 
-def _group_label(settings: Mapping, keys: list[str]) -> str:
-    from helpers.engine.experiment import config_name
-
-    return config_name({k: settings[k] for k in keys}) if keys else str(settings["backbone"])
-
-
-def mode_observations(result: dict, *, base: Mapping) -> list[str]:
-    """Per group of configurations that differ only in ``mode``: each pretrained mode against scratch, and the
-    frozen backbone's cost against fine-tuning (test accuracy when every configuration was tested, else validation)."""
-    table = result["table"]
-    if "mode" not in result["varied"]:
-        return []
-    metric = "test_acc" if "test_acc" in table and table["test_acc"].notna().any() else "val_acc"
-    word = "test" if metric == "test_acc" else "validation"
-    rows = table.set_index("name")
-    others = [k for k in result["varied"] if k != "mode"]
-    groups: dict[str, dict[str, pd.Series]] = {}
-    for config, s in zip(result["configs"], run_settings(result["configs"], base=base)):
-        if config["name"] in rows.index and pd.notna(rows.loc[config["name"], metric]):
-            groups.setdefault(_group_label(s, others), {}).setdefault(s["mode"], rows.loc[config["name"]])
-    lines = []
-    for group, by_mode in groups.items():
-        scratch = by_mode.get("scratch")
-        for m in ("frozen", "finetune"):
-            if m in by_mode and scratch is not None:
-                lines.append(f"- {md_code(group)}: **{m}** scores {by_mode[m][metric]:.2%} {word} accuracy, "
-                             f"{by_mode[m][metric] - scratch[metric]:+.2%} against training from scratch "
-                             f"({scratch[metric]:.2%}) with the same labels.")
-        if "frozen" in by_mode and "finetune" in by_mode:
-            fr, ft = by_mode["frozen"], by_mode["finetune"]
-            lines.append(f"- {md_code(group)}: the frozen backbone trains {fr['params']:,.0f} parameters "
-                         f"({fr['params'] / max(fr['params'] + fr['frozen_params'], 1):.1%} of the model) in "
-                         f"{fr['seconds']:.1f} s, {ft['seconds'] / max(fr['seconds'], 1e-9):.1f}x faster than "
-                         f"fine-tuning ({ft['seconds']:.1f} s), for {fr[metric] - ft[metric]:+.2%} {word} accuracy.")
-    return lines
+def weights_notes(pretrained: BackboneWeights, needs: list[dict]) -> str:
+    """The report's paragraphs on the weights each backbone starts from (``needs``: :meth:`BackboneWeights.prepare`'s
+    list): each pretraining's own sentence, or where the other weights came from."""
+    if not needs:
+        return "Every run starts from random weights (scratch mode or `weights='none'`)."
+    return "\n\n".join(pretrained.describe(n["backbone"], n["image_size"]) if n["weights"] == "pretrain" else
+                       f"{md_code(n['backbone'])}: {md_text(n['loaded']['source'])}" for n in needs)
 
 
-def observations(result: dict, *, base: Mapping, best: dict | None = None, test_result: dict | None = None,
-                 pretrained: BackboneWeights | None = None) -> str:
-    """Markdown bullet points drawn from the comparison, the pretraining and the best configuration's test result.
+def head_share(model: TransferNet) -> str:
+    """``N parameters, of which the head has M``: the caption of a transfer model's summary."""
+    return (f"{count_parameters(model)['total']:,} parameters, of which the head has "
+            f"{sum(p.numel() for p in model.head.parameters()):,}")
 
-    The generic ones are :mod:`helpers.reporting.report`'s (best, fastest, gaps, each factor, run-to-run spread); the
-    best configuration's test result is that of its model from the comparison (not retrained).
-    """
-    from helpers.reporting.report import experiment_observations
 
-    table = result["table"]
-    lines = [experiment_observations(result)]
-    lines += mode_observations(result, base=base)
-    settings = dict(zip((c["name"] for c in result["configs"]), run_settings(result["configs"], base=base)))
-    for _, row in table.iterrows():
-        s = settings.get(row["name"], {})
-        if s.get("mode") == "frozen" and row["best_epoch"] == row["epochs_run"] and row["train_acc"] < 0.95:
-            lines.append(f"- {md_code(row['name'])}: the head still underfits after {row['epochs_run']} epochs (training "
-                         f"accuracy {row['train_acc']:.2%}, validation loss still falling); its features are cached, "
-                         "so more epochs (`frozen_epochs`) cost seconds.")
-    for label, rec in (pretrained.records() if pretrained else {}).items():
-        if rec["val_acc"] is not None:
-            cached = (rec.get("cache") or {}).get("hit")
-            lines.append(f"- **Pretraining** ({md_code(label)}): {md_text(rec['source'])}; source-task validation accuracy "
-                         f"{rec['val_acc']:.2%} in {rec['seconds']:.1f} s"
-                         + (" (when it was made: this report read it from the cache)." if cached else "."))
-    if best is not None and test_result is not None:
-        lines.append(f"- **Test set:** {md_code(best['name'])}, chosen on validation accuracy, scores "
-                     f"{test_result['accuracy']:.2%} test accuracy (loss {test_result['loss']:.4f}) with its model from "
-                     "the comparison (not retrained: the few labels are the point of transfer learning).")
-        mc, pc = test_result["most_confused"], test_result["per_class"].sort_values("accuracy")
-        if len(mc):
-            top = mc.iloc[0]
-            lines.append(f"- **Most confused:** {md_text(top['true'])} taken for {md_text(top['predicted'])} "
-                         f"{top['count']} times ({top['share_of_true']:.1%} of the {md_text(top['true'])} test images).")
-        lines.append(f"- **Hardest class:** {md_text(pc.iloc[0]['class'])} ({pc.iloc[0]['accuracy']:.1%}); easiest: "
-                     f"{md_text(pc.iloc[-1]['class'])} ({pc.iloc[-1]['accuracy']:.1%}).")
-    if result.get("evaluate_test") == "all":
-        lines.append("- **Test accuracy of every configuration** is shown for comparison only: the best configuration "
-                     "was chosen on validation accuracy alone.")
-    return "\n".join(line for line in lines if line)
+def final_result(result: dict, best: dict, *, base: Mapping, test: ImageSet, device="auto") -> dict:
+    """The best configuration's model from the comparison (not retrained: few labels are the point), tested once:
+    ``{"model", "history", "test", "seconds", "settings"}`` as :func:`helpers.engine.experiment.retrain_and_test`
+    returns (``seconds`` None: there was no retraining)."""
+    model = result["models"][best["name"]]
+    return {"model": model, "history": result["histories"][best["name"]],
+            "test": evaluate(model, test, device=device), "seconds": None, "settings": {**base, **best}}
+
+
+def data_record(task: dict, *, cfg, source: dict | None) -> dict:
+    """``metrics.json``'s ``data``: the target task's (:func:`helpers.reporting.metrics_file.data_record`), the data
+    set and where the validation images came from, and the source task of the pretraining (None without one)."""
+    return {**metrics_file.data_record(task, cfg=cfg), "dataset": cfg.dataset, "validation": task["validation"],
+            "pretraining": None if source is None else {
+                "classes": cfg.source_classes, "class_names": source["train"].class_names,
+                "sizes": metrics_file.split_sizes({"train": source["train"], "val": source["val"]})}}
+
+
+def metrics_extra(pretrained: BackboneWeights, needs: list[dict]) -> dict:
+    """The transfer section's own part of ``metrics.json``: each pretraining, the weights each backbone started
+    from (``needs``: :meth:`BackboneWeights.prepare`'s list) and what the final model is."""
+    weights_used = {f"{n['backbone']} / {n['weights']}" + (f" / {n['image_size']} px" if n["image_size"] else ""):
+                    n["loaded"]["source"] for n in needs}
+    return {"pretraining": pretrained.records(), "starting_weights": weights_used,
+            "final_model": "the best configuration's model from the comparison (chosen on validation accuracy), "
+                           "not retrained"}
