@@ -1,10 +1,12 @@
 """Course-report toolkit for deep learning on Fashion-MNIST.
 
-Modules: ``data`` (finding, reading, splitting), ``augment`` (batch augmentation), ``models`` (builders,
-initialisation, summaries), ``training`` (``fit``), ``metrics`` (evaluation as data), ``plots`` (figures),
-``experiment`` (the grid engine), ``architecture`` (CNN specs),
-``config`` (parameter validation and profiles), ``report`` (provenance,
-metrics files, observations).
+Rooms by concern, imports running one way (``cli`` > ``course``/``grading`` > ``sections`` > ``reporting`` >
+``engine`` > ``models`` > ``data`` > the top-level modules): ``data`` (Fashion-MNIST, image folders, augmentation),
+``models`` (networks, architectures as data), ``engine`` (the training loop, metrics, validation, the grid engine),
+``sections`` (one module per report section, and their registry), ``reporting`` (the metrics file, fingerprints,
+observations, figures, export), ``course`` (a student's assignment, folder and hand-in), ``grading`` (checking a
+class's hand-ins), ``cli`` (the ``fashion-report`` command). Top level: ``paths``, ``cache``, ``cache_trust``,
+``escape``, ``textfiles``, ``atomic``. Each room's ``__init__`` says what lives there and what it may import.
 """
 
 import os

@@ -185,3 +185,28 @@ def test_functions_stay_short():
                 if length > MAX_FUNCTION_LINES and (rel, node.name) not in LONG_FUNCTIONS:
                     bad.append(f"{where(module, node.lineno)}: {node.name} has {length} lines")
     assert not bad, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(bad)
+
+
+# --- the notebooks read like a report: after the parameters cell, calls and presentation only -----------------------
+
+NOTEBOOKS = sorted((PACKAGE.parent / "notebooks").glob("*.ipynb"))
+MAX_NOTEBOOK_CODE_LINES = 80
+
+
+def code_after_parameters(path: Path) -> list[str]:
+    """The code lines (blank lines and comments aside) of the cells after the notebook's tagged parameters cell."""
+    import json  # only these tests read notebooks
+
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    start = next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
+    sources = ["".join(c["source"]) for c in cells[start + 1:] if c["cell_type"] == "code"]
+    return [line for src in sources for line in src.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_hold_only_calls_and_presentation(notebook):
+    lines = code_after_parameters(notebook)
+    assert len(NOTEBOOKS) == 4
+    assert len(lines) <= MAX_NOTEBOOK_CODE_LINES, f"{notebook.name}: {len(lines)} code lines after the parameters cell"
+    defined = [line for line in lines if line.lstrip().startswith(("def ", "class ", "for ", "while ", "with "))]
+    assert not defined, f"{notebook.name} defines or loops where helpers should: {defined}"

@@ -295,3 +295,12 @@ def metrics_extra(pretrained: BackboneWeights, needs: list[dict]) -> dict:
     return {"pretraining": pretrained.records(), "starting_weights": weights_used,
             "final_model": "the best configuration's model from the comparison (chosen on validation accuracy), "
                            "not retrained"}
+
+
+def summary_builder(num_classes: int):
+    """A function of one configuration's settings that builds its model as the comparison trains it (without
+    weights), for the architecture summaries of the report."""
+    def build(settings: Mapping) -> nn.Module:
+        return build_transfer_model(settings["backbone"], num_classes, image_size=settings["image_size"],
+                                    head_hidden=settings["head_hidden"], head_dropout=settings["head_dropout"])
+    return build
