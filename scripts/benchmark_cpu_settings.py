@@ -27,9 +27,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from helpers.engine.training import native_bf16  # noqa: E402
 from helpers.models.architecture import build_from_spec  # noqa: E402
 from helpers.models.networks import build_mlp  # noqa: E402
-from helpers.engine.training import native_bf16  # noqa: E402
 
 MODELS = {
     "mlp": {"batch_size": 64, "optimizer": "adam", "lr": 1e-3, "steps": 300},

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from helpers.cli.main import parse_value, route_parameters
-from helpers.reporting.export import find_chromium
 from helpers.cli.runner import SECTIONS
+from helpers.reporting.export import find_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = find_chromium()

@@ -231,6 +231,40 @@ def test_an_edited_number_is_refused_by_the_fingerprint_and_the_page_check(stude
     assert "mlp: mlp.html" in out and "93.50%" in out
 
 
+def rerun_as(folder: Path, metrics: dict) -> None:
+    """Write ``metrics`` as the report's metrics.json with the fingerprint a run of the folder's notebook as it is
+    now would have given it (what a student gets by running a changed notebook)."""
+    from helpers.reporting import fingerprint as fp
+
+    metrics.pop("fingerprint", None)
+    metrics["fingerprint"] = fp.fingerprint(metrics, notebook=folder / "01_mlp_grid.ipynb")
+    (folder / "reports" / "mlp" / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_an_edited_code_cell_is_refused_by_its_number(student, tmp_path, capsys):
+    folder = copy(student, tmp_path / "code")
+    for path in (folder / "01_mlp_grid.ipynb", folder / "reports" / "mlp" / "mlp.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if c.cell_type == "code" and "report.per_class_figure" in c.source)
+        cell.source += "\ntest_result['accuracy'] = 0.99  # a better number"
+        nbformat.write(nb, path)
+    rerun_as(folder, json.loads((folder / "reports" / "mlp" / "metrics.json").read_text()))
+    out = refused(folder, capsys)
+    assert "mlp: the notebook 01_mlp_grid.ipynb was changed after the run" in out
+    assert re.search(r"code cell \d+ \('report\.per_class_figure\(test_result.*differs from the toolkit's", out), out
+
+
+def test_a_report_run_with_another_variant_is_refused_by_name(student, tmp_path, capsys):
+    folder = copy(student, tmp_path / "variant")
+    metrics = json.loads((folder / "reports" / "mlp" / "metrics.json").read_text())
+    theirs = json.loads((folder / "course.json").read_text())["parameters"]["mlp"]["activation"]
+    other = "tanh" if theirs == "relu" else "relu"
+    metrics["parameters"]["activation"] = other  # the parameters cell edited to another student's variant, and run
+    rerun_as(folder, metrics)
+    out = refused(folder, capsys)
+    assert f"mlp: parameter activation is {other!r} in the report but {theirs!r} in course.json" in out
+
+
 def test_an_answer_changed_after_the_run_and_a_wrong_citation_are_refused(student, tmp_path, capsys):
     folder = copy(student, tmp_path / "ada")
     write_answers(folder / "01_mlp_grid.ipynb", {"q1": "A better answer, written after the run."})

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.engine import experiment
-from helpers.reporting import observations, report
 from helpers.data.fashion import ImageSet
+from helpers.engine import experiment
 from helpers.engine.experiment import GridError, expand_grid
 from helpers.engine.metrics import evaluate
 from helpers.engine.training import History, fit
+from helpers.reporting import observations, report
 
 NAMES = ["a", "b", "c"]
 VARYING = ("optimizer", "lr", "hidden_sizes", "activation", "augment", "init")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import stat
 import zipfile
 
@@ -222,3 +223,19 @@ def test_the_example_assignments_rubric_is_read():
     assert rubric.total == example.rubric["total"] == 42
     assert rubric.hand == {q.id: q.points for q in example.questions}
     assert rubric.hidden_checks() == {"parameters"}
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="needs poppler's pdftotext")
+def test_a_pdf_showing_another_accuracy_is_named(tmp_path):
+    from helpers.grading.checks import pdf_lines
+    from helpers.grading.handins import HandIn, Section
+    from helpers.reporting.export import weasyprint_pdf
+
+    page = tmp_path / "mlp.html"
+    page.write_text("<html><body><p><b>adam</b> (1,234 parameters): test accuracy <b>74.50%</b>, test loss "
+                    "<b>0.8123</b></p></body></html>")
+    pdf = weasyprint_pdf(page, tmp_path / "mlp.pdf").read_bytes()
+    h = HandIn(tmp_path, "folder", sections={"mlp": Section("mlp", metrics(), pdf=True)}, pdfs={"mlp": pdf})
+    (line,) = pdf_lines(h)
+    assert line.ok is False and "mlp.pdf shows test accuracy 74.50%; metrics.json best.test.accuracy = 74.00%" \
+        in line.text

@@ -26,8 +26,8 @@ import pytest
 import torch
 
 from helpers import cache
-from helpers.reporting import metrics_file, report
 from helpers.data.fashion import load_fashion_mnist
+from helpers.reporting import metrics_file, report
 from tests.conftest import stop_processes
 
 TEST_LABELS = "t10k-labels-idx1-ubyte"

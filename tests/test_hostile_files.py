@@ -17,8 +17,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from helpers.reporting import export
 from helpers.cli import runner
+from helpers.reporting import export
 
 ROOT = Path(__file__).resolve().parent.parent
 POSIX = pytest.mark.skipif(os.name != "posix", reason="resource limits, fcntl and signals are POSIX")
@@ -47,7 +47,8 @@ def test_html_export_on_a_full_disk_leaves_the_previous_report(tmp_path):
     good = export.export_html(notebook(tmp_path / "old.ipynb", "the previous good report"), tmp_path / "r.html")
     before = good.read_bytes()
     notebook(tmp_path / "new.ipynb", "a bigger new report", big=300_000)
-    done = limited(f"helpers.reporting.export.export_html({str(tmp_path / 'new.ipynb')!r}, {str(good)!r})", 200_000, tmp_path)
+    call = f"helpers.reporting.export.export_html({str(tmp_path / 'new.ipynb')!r}, {str(good)!r})"
+    done = limited(call, 200_000, tmp_path)
     assert done.returncode != 0 and "File too large" in done.stderr, done.stderr[-2000:]
     assert good.read_bytes() == before  # not a truncated 200,000-byte file
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
@@ -60,7 +61,8 @@ def test_pdf_export_on_a_full_disk_or_a_failing_printer_leaves_the_previous_pdf(
     pdf = tmp_path / "r.pdf"
     pdf.write_bytes(b"%PDF-1.4\n% the previous good PDF\n%%EOF\n")
     before = pdf.read_bytes()
-    done = limited(f"helpers.reporting.export.export_pdf({str(html)!r}, {str(pdf)!r}, engine='weasyprint')", 20_000, tmp_path)
+    call = f"helpers.reporting.export.export_pdf({str(html)!r}, {str(pdf)!r}, engine='weasyprint')"
+    done = limited(call, 20_000, tmp_path)
     assert done.returncode != 0, done.stderr[-2000:]
     assert pdf.read_bytes() == before
     # a printer that fails: the old PDF is not deleted first

@@ -31,9 +31,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output  # noqa: E402
 
-from helpers.reporting import export
-from helpers.reporting import plots
-from helpers.reporting import observations, report  # noqa: E402
+from helpers.reporting import export, observations, plots, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = export.find_chromium()

@@ -264,9 +264,11 @@ def test_readme_verify_commands_import_nothing_from_the_hand_in(tmp_path):
     code = f"open({str(marker)!r}, 'a').write('ran')\n"
     (hostile / "helpers" / "__init__.py").write_text(code)
     (hostile / "helpers" / "__main__.py").write_text(code)
-    for folder in ("reports", "handins"):
-        (hostile / folder / "mlp").mkdir(parents=True)
-        (hostile / folder / "mlp" / "metrics.json").write_text('{"section": "gan"}')
+    # a hostile report where each command looks: reports/, handins/, a student's folder (hw1/reports/mlp)
+    named = [c.split()[c.split().index("verify") + 1] for c in commands]
+    for folder in ("reports/mlp", "handins/mlp", *(n for n in named if n.endswith("/mlp"))):
+        (hostile / folder).mkdir(parents=True, exist_ok=True)
+        (hostile / folder / "metrics.json").write_text('{"section": "gan"}')
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for command in commands:
         done = subprocess.run(shlex.split(command, comments=True), cwd=hostile, env=env, capture_output=True,
@@ -299,8 +301,11 @@ def test_other_page_edits_are_each_named(handin, tmp_path, fake_data_dir):
         "grid": (f"<td>{round(row['val_loss'], 4)}</td>", "<td>0.0123</td>", "is no configuration metrics.json"),
     }
     per_class = report[label]
-    edits["perclass"] = (f"<th>{label}</th>\n<td>{round(per_class['precision'], 3)}</td>",
-                         f"<th>{label}</th>\n<td>0.123</td>", f"{label} precision: shows '0.123'")
+    # the classification report is styled (its accuracy row's blanks): <th id=… class="row_heading …" >label</th>
+    cell = re.search(rf">{re.escape(label)}</th>\s*<td [^>]*>{per_class['precision']:.3f}</td>",
+                     (handin / "mlp" / "mlp.html").read_text())[0]
+    edits["perclass"] = (cell, cell.replace(f">{per_class['precision']:.3f}<", ">0.123<"),
+                         f"{label} precision: shows '0.123'")
     for name, (old, new, _) in edits.items():
         edit_page(copy(handin, tmp_path / "batch" / name), old, new)
     ok, out = verify(tmp_path / "batch", fake_data_dir)

@@ -56,7 +56,8 @@ KEEP_OUT = shutil.ignore_patterns(".git", ".venv", "data", "reports", "checkpoin
 
 PROBE = """
 import json
-import helpers, helpers.engine.config as config, helpers.data.fashion as data, helpers.reporting.export as export, helpers.paths as paths
+import helpers, helpers.engine.config as config, helpers.data.fashion as data, helpers.paths as paths
+import helpers.reporting.export as export
 from helpers.cli.runner import NOTEBOOKS_DIR, SECTIONS, notebook_path
 print(json.dumps({
     "package": helpers.__file__, "checkout": str(paths.CHECKOUT), "root": str(paths.PROJECT_ROOT),

@@ -68,3 +68,15 @@ def test_differences_within_a_tolerance_only_when_asked():
     a, b = {"x": [0.5, 1.0], "seconds": 1.0}, {"x": [0.5 + 1e-9, 1.0], "seconds": 5.0}
     assert differences(a, b) == [("x[0]", 0.5, 0.5 + 1e-9)]
     assert differences(a, b, tolerance=1e-6) == []
+
+
+def test_which_configuration_was_fastest_is_not_compared_with_the_rerun():
+    from helpers.cli.verify_compare import _tokens
+
+    best = "Best configuration: 32 with 10.00% validation accuracy. "
+    report = best + "Fastest: 32 (1.2 s); the slowest, 64, took 2.8x as long (3.4 s)."
+    rerun = best + "Fastest: 64 (0.9 s); the slowest, 32, took 1.4x as long (1.3 s)."
+    assert _tokens(report) == _tokens(rerun) == ["Best", "configuration", "32", "with", "10.00%", "validation",
+                                                 "accuracy"]
+    # a sentence with a timing that ranks nothing by speed still has its other numbers compared
+    assert _tokens("the frozen backbone trains 1,234 parameters in 3.1 s") == ["1,234"]

@@ -20,7 +20,17 @@ from pathlib import Path
 import yaml
 
 from helpers.cli.parameters import TEXT_PARAMETERS, load_yaml_parameters, typed_parameter
-from helpers.textfiles import BATCH, MAX_BATCH_BYTES, PARAMETER_SET, InputError, check, compose, construct, measure, read_text
+from helpers.textfiles import (
+    BATCH,
+    MAX_BATCH_BYTES,
+    PARAMETER_SET,
+    InputError,
+    check,
+    compose,
+    construct,
+    measure,
+    read_text,
+)
 
 TEXT_COLUMNS = ("name", "sections", "id")  # the row's own columns: a name "yes", an id "0123" stay text
 SEPARATORS = (",", ";", "\t")  # ";" where the decimal mark is a comma (Excel in most of Europe)

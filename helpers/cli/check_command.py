@@ -108,6 +108,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--results-tolerance", type=float, default=1e-6,
                    help="largest difference between two hand-ins' result numbers that counts as identical")
     p.add_argument("--reference-data", type=Path, default=None, help="the Fashion-MNIST copy reruns read")
+    p.add_argument("--read-pdfs", action="store_true",
+                   help="also read each section PDF's headline (pdftotext) against metrics.json (~0.1 s a PDF)")
     p.add_argument("--force", action="store_true", help="check every hand-in again, also those checked before")
     p.add_argument("--no-pdf", action="store_true", help="write feedback.html only")
     return p
@@ -123,7 +125,8 @@ def run(args) -> int:
     out = args.output_dir
     options = Options(rerun=args.rerun, seed=args.seed, timeout=args.timeout, spread_seeds=args.spread_seeds,
                       k=args.spread_k, similarity_threshold=args.similarity_threshold, ngram=args.ngram,
-                      results_tolerance=args.results_tolerance, jobs=max(1, args.jobs), force=args.force,
+                      results_tolerance=args.results_tolerance, read_pdfs=args.read_pdfs, jobs=max(1, args.jobs),
+                      force=args.force,
                       pdf=not args.no_pdf)
     rerun_dir = (out or args.handins.resolve().parent / f"{args.handins.resolve().name}-graded") / "reruns"
     tools = Tools(page_problems=page_problems,

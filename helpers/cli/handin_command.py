@@ -37,7 +37,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def report_check(section: str, folder: Path, metrics: dict) -> list[str]:
     """``verify``'s checks of one report made without a rerun: its fingerprint against the toolkit's notebook and
     its HTML page against its ``metrics.json``."""
-    problems = check_fingerprint(metrics, notebook=notebook_path(section))
+    # the executed notebook beside it: a changed code cell is named by its number and first words
+    problems = check_fingerprint(metrics, notebook=notebook_path(section), executed=folder / f"{section}.ipynb")
     page = folder / f"{section}.html"
     try:
         problems += page_problems(load_page(page), metrics, page.name)

@@ -16,12 +16,12 @@ from helpers.cli import course_commands, handin_command
 from helpers.cli.batch import run_batch
 from helpers.cli.parameters import (  # noqa: F401  (parse_value, load_yaml_parameters: the package's parsing API here too)
     check_section,
-    section_parameters,
-    unknown_parameters,
     load_yaml_parameters,
     parse_value,
     read_parameters_file,
+    section_parameters,
     typed_parameter,
+    unknown_parameters,
 )
 from helpers.cli.runner import (
     FORMATS,

@@ -24,7 +24,8 @@ from helpers.reporting.fingerprint import FASHION_MNIST_DIGEST
 from helpers.reporting.metrics_file import read_metrics
 
 # Differences in these mean the rerun could not be exact, so numbers are compared within a tolerance.
-ENVIRONMENT_KEYS = ("device", "device_name", "torch", "torchvision", "numpy", "python", "processor")
+ENVIRONMENT_KEYS = ("device", "device_name", "torch", "torchvision", "numpy", "python", "processor", "cpu_model",
+                    "cpu_flags")
 
 
 def environment_changes(recorded: dict, now: dict) -> list[str]:

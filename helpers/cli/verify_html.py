@@ -166,6 +166,8 @@ class _Parser(HTMLParser):
             return "prompt"
         if "jp-OutputPrompt" in classes:
             return "skip_prompt"
+        if "jp-MarkdownOutput" in classes:  # a markdown cell's tags are on its rendered output
+            self.cell.tags += tuple(c[len("celltag_"):] for c in classes if c.startswith("celltag_"))
         if self.output is None and ("jp-OutputArea-output" in classes or "jp-MarkdownOutput" in classes):
             mime = "image" if "jp-RenderedImage" in classes else a.get("data-mime-type", "")
             self.output = Output(mime=mime)

@@ -165,7 +165,7 @@ def verify_report(folder: Path, settings: Settings) -> Outcome:
         return Outcome(False, f"{folder}", [str(exc)])
     section = metrics["section"]
     head = f"{folder} ({section}, fingerprint {str((metrics.get('fingerprint') or {}).get('short', '-'))[:12]})"
-    problems = check_fingerprint(metrics, notebook=notebook_path(section))
+    problems = check_fingerprint(metrics, notebook=notebook_path(section), executed=folder / f"{section}.ipynb")
     problems += data_problems(metrics, settings.reference)
     page, notes = None, []
     page_path = folder / f"{section}.html"

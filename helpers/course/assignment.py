@@ -39,7 +39,7 @@ QUESTION_KEYS = ("id", "title", "text", "points", "section", "after")
 ASSIGNMENT_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 QUESTION_ID = re.compile(r"[a-z0-9_-]{1,40}")
 # set for each student by `start` (who, where), or once for the whole assignment (profile): never by a section
-NOT_FIXED = ("profile", "output_dir", "data_dir", "author_name", "author_id")
+NOT_FIXED = ("profile", "output_dir", "data_dir", "author_name", "author_id", "course")
 
 
 class AssignmentError(InputError):

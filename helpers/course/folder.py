@@ -174,7 +174,9 @@ def make_folder(assignment: Assignment, student: Mapping, variant: Mapping, fold
     folder = Path(folder)
     check_folder(folder, force)
     student = {"name": str(student["name"]), "id": str(student["id"])}
-    parameters = {s: {**p, "author_name": student["name"], "author_id": student["id"]}
+    # the author block shows whose report it is and for which assignment (escaped there, as every author field)
+    course = f"{assignment.title} ({assignment.id})"
+    parameters = {s: {**p, "author_name": student["name"], "author_id": student["id"], "course": course}
                   for s, p in assignment.parameters(variant).items()}
     made = {}
     for section in assignment.sections:

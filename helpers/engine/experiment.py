@@ -57,7 +57,7 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
                    device="auto", keep_models: bool = True) -> dict:
     """Train every configuration ``repeats`` times (seeds ``seed``, ``seed + 1``, ...) and tabulate.
 
-    Returns ``{"table", "histories", "models", "runs", "per_class", "varied", "configs"}``: ``table`` has one
+    Returns ``{"table", "histories", "models", "runs", "per_class", "varied", "configs", ...}``: ``table`` has one
     row per configuration (every varied parameter as its own column, the last epoch's losses and accuracies,
     best epoch, seconds; means with a ``_std`` column beside each when ``repeats`` > 1), sorted by validation
     accuracy. With ``evaluate_test="all"`` each run is also evaluated on ``test`` (``test_acc``, ``test_loss``,
@@ -114,7 +114,10 @@ def run_experiment(configs: list[dict], *, base: Mapping, train_one: Callable, t
     table = pd.DataFrame(rows).sort_values("val_acc", ascending=False, na_position="last", kind="stable")
     return {"table": table.reset_index(drop=True), "histories": histories, "models": models, "runs": runs,
             "per_class": per_class, "outputs": outputs, "varied": varied, "configs": configs, "repeats": repeats,
-            "evaluate_test": evaluate_test}
+            "evaluate_test": evaluate_test,
+            # what the observations need to tell a result from chance and noise (helpers.reporting.observations)
+            "val_size": len(val) if val is not None else None, "num_classes": getattr(train, "num_classes", None),
+            "profile": base.get("profile")}
 
 
 def history_row(history, *, seconds: float, extra: Mapping | None = None) -> dict:

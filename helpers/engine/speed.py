@@ -6,6 +6,9 @@ The numbers behind the choices are in the README's performance section (``script
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -74,3 +77,21 @@ def autocast_dtype(precision: str, device: torch.device, flops: float | None) ->
     if precision == "bf16":
         return torch.bfloat16
     return torch.bfloat16 if native_bf16(device) and flops is not None and flops >= SMALL_STEP_FLOPS else None
+
+
+# What decides a CPU's arithmetic beyond its architecture name: two x86_64 CPUs with and without these round
+# differently (fused multiply-add, AVX-512 and AMX kernels, bfloat16), so a report records which it had.
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "fma")
+
+
+def cpu_info(cpuinfo: str | None = None) -> tuple[str | None, list[str]]:
+    """This machine's CPU model and which of :data:`FLAGS` it has (Linux's /proc/cpuinfo; None elsewhere)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")[:200_000]
+        except OSError:
+            return platform.processor() or None, []
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 None)
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return model, sorted(f for f in FLAGS if f in flags)

@@ -10,6 +10,8 @@ line's room); everything else is the toolkit's own fingerprint recipe (:mod:`hel
 from __future__ import annotations
 
 import math
+import re
+import subprocess
 from collections.abc import Callable
 
 from helpers.grading import arithmetic
@@ -147,6 +149,40 @@ def answer_lines(h: HandIn, assignment: Assignment) -> list[Line]:
     return lines
 
 
+PDF_HEADLINE = re.compile(r"test\s+accuracy\s+(?P<acc>-?[\d.]+%),\s+test\s+loss\s+(?P<loss>[-\d.naif]+)")
+
+
+def pdf_text(data: bytes, timeout: float = 30) -> str | None:
+    """A PDF's text by poppler's ``pdftotext`` (the PDF is parsed, nothing in it runs); None without the tool or
+    when it fails."""
+    try:
+        done = subprocess.run(["pdftotext", "-q", "-", "-"], input=data, capture_output=True, timeout=timeout,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.decode("utf-8", errors="replace") if done.returncode == 0 else None
+
+
+def pdf_lines(h: HandIn) -> list[Line]:
+    """Each section PDF's headline (``test accuracy A%, test loss L``) against metrics.json (``--read-pdfs``)."""
+    lines = []
+    for name, data in h.pdfs.items():
+        test = (((h.sections[name].metrics or {}).get("best") or {}).get("test") or {})
+        acc = test.get("accuracy")
+        text = pdf_text(data)
+        if text is None or not isinstance(acc, (int, float)):
+            lines.append(note("pdf", f"{name}.pdf: not read (no pdftotext, or no test accuracy to compare)"))
+            continue
+        shown = [m["acc"] for m in PDF_HEADLINE.finditer(" ".join(text.split()))]
+        wrong = [a for a in shown if a != f"{acc:.2%}"]
+        if wrong or not shown:
+            lines.append(failed("pdf", f"{name}.pdf shows test accuracy {', '.join(wrong) or 'nowhere'}; metrics.json "
+                                       f"best.test.accuracy = {acc:.2%}", "PDF differs from metrics.json"))
+        else:
+            lines.append(passed("pdf", f"{name}.pdf shows the test accuracy metrics.json holds ({acc:.2%})"))
+    return lines
+
+
 def arithmetic_lines(h: HandIn) -> list[Line]:
     """Each section's numbers checked against each other (:mod:`.arithmetic`), and its timings."""
     lines = []
@@ -164,10 +200,11 @@ def arithmetic_lines(h: HandIn) -> list[Line]:
     return lines
 
 
-def handin_lines(h: HandIn, assignment: Assignment, student: Enrolled,
-                 page_problems: Callable | None) -> list[Line]:
-    """Every check of one hand-in that needs no rerun, in the order the feedback shows them."""
+def handin_lines(h: HandIn, assignment: Assignment, student: Enrolled, page_problems: Callable | None, *,
+                 read_pdfs: bool = False) -> list[Line]:
+    """Every check of one hand-in that needs no rerun, in the order the feedback shows them (the PDFs' headlines
+    with ``read_pdfs``: a tenth of a second a PDF)."""
     if h.broken:
         return [failed("hand-in", f"{h.label}: {h.broken}", "hand-in unreadable")]
     return (identity_lines(h, student) + assignment_lines(h, assignment, student) + integrity_lines(h, page_problems)
-            + answer_lines(h, assignment) + arithmetic_lines(h))
+            + (pdf_lines(h) if read_pdfs else []) + answer_lines(h, assignment) + arithmetic_lines(h))

@@ -59,6 +59,7 @@ class Options:
     similarity_threshold: float = 0.5
     ngram: int = 5
     results_tolerance: float = 1e-6
+    read_pdfs: bool = False
     jobs: int = 2
     force: bool = False
     pdf: bool = True
@@ -75,6 +76,7 @@ class Context:
     ngram: int = 5
     questions_text: str = ""
     out: Path | None = None  # where each student's copy of the pages they handed in goes
+    read_pdfs: bool = False
 
 
 _CONTEXT: Context | None = None  # set in each worker process by _init
@@ -130,7 +132,7 @@ def check_one(path: Path, ctx: Context | None = None) -> dict:
             return {"graded": g.as_dict(), "features": {}}
         g = Graded(student.name, student.id, path.name, h.digest, "broken" if h.broken else "checked",
                    student.variant)
-        g.lines = handin_lines(h, ctx.assignment, student, ctx.tools.page_problems)
+        g.lines = handin_lines(h, ctx.assignment, student, ctx.tools.page_problems, read_pdfs=ctx.read_pdfs)
         feats = {} if h.broken else features(h, ctx)
         g.accuracy = {s: m["best"]["test"]["accuracy"] for s, m in feats.get("metrics", {}).items()
                       if isinstance(((m.get("best") or {}).get("test") or {}).get("accuracy"), (int, float))}
@@ -215,11 +217,11 @@ def read_class(handins: Path, roster: Path, assignment_path: Path, out: Path, op
     rubric = load_rubric(rubric_path, list(assignment.questions)) if rubric_path else parse_rubric(
         assignment.rubric, list(assignment.questions))
     students = {s.id: s for s in enrolled(roster, assignment)}
-    ctx = Context(assignment, students, tools, options.ngram, questions_text(assignment), out)
+    ctx = Context(assignment, students, tools, options.ngram, questions_text(assignment), out, options.read_pdfs)
     paths = find_handins(handins, exclude=out)
 
     roster_key = hashlib.sha256(json.dumps({k: s.variant for k, s in students.items()}, sort_keys=True,
-                                           default=str).encode()).hexdigest()[:16]
+                                           default=str).encode()).hexdigest()[:16] + f":pdf{int(options.read_pdfs)}"
     results = check_all(paths, ctx, options, {} if options.force else load_state(out), roster_key)
     atomic.write_text(out / STATE, json.dumps({"format": STATE_FORMAT, "checked": results}, default=str))
     graded, feats, seen = [], {}, {}

@@ -77,6 +77,7 @@ class HandIn:
     problems: list[str] = field(default_factory=list)  # integrity problems: refused files, digests that differ
     broken: str = ""  # why nothing of it could be read ("" when it could)
     pages: dict[str, bytes] = field(default_factory=dict)  # what the grader reads: <section>.html, handin.pdf
+    pdfs: dict[str, bytes] = field(default_factory=dict)  # each section's PDF
 
     @property
     def label(self) -> str:
@@ -319,6 +320,8 @@ def read_handin(path: str | Path, limits: Limits = LIMITS) -> HandIn:
                     for s, sec in handin.sections.items() if sec.html is not None}
     if "handin.pdf" in files:
         handin.pages["handin.pdf"] = files["handin.pdf"]
+    handin.pdfs = {s: files[(f"{sec.folder}/" if sec.folder else "") + f"{s}.pdf"] for s, sec in handin.sections.items()
+                   if sec.pdf}
     _identity(handin, meta)
     if not handin.sections and not handin.answers:
         handin.broken = "no report in it (no metrics.json of a known section)"

@@ -10,28 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import statistics
 from collections.abc import Callable
-from pathlib import Path
+
+from helpers.engine.speed import FLAGS, cpu_info  # noqa: F401  (the facts this module compares)
 
 ARITHMETIC = ("cpu_model", "cpu_flags", "device", "gpu", "threads", "precision", "torch")
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "fma")
 # the numbers a rerun is judged on: the headline, and each configuration's validation accuracy
 JUDGED = ("best.test.accuracy",)
-
-
-def cpu_info(cpuinfo: str | None = None) -> tuple[str | None, list[str]]:
-    """This machine's CPU model and which of :data:`FLAGS` it has (Linux's /proc/cpuinfo; None elsewhere)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")[:200_000]
-        except OSError:
-            return platform.processor() or None, []
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 None)
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return model, sorted(f for f in FLAGS if f in flags)
 
 
 def this_machine(precision: str | None = None) -> dict:
@@ -62,8 +48,8 @@ def same_arithmetic(recorded: dict, here: dict) -> tuple[bool, list[str]]:
         a, b = recorded.get(key), here.get(key)
         if key == "gpu" and a is None and b is None:
             continue
-        if key == "precision" and a is None:  # a section without mixed precision records none: float32 both
-            continue
+        if key == "precision" and (a is None or b is None):  # a property of the run (the same parameters give the
+            continue                                          # same choice), compared where both name it
         if a is None:
             differs.append(f"{key} not recorded by the report")
         elif a != b:
@@ -109,8 +95,9 @@ def compare(report: dict, rerun: dict, *, exact: bool, spread: dict[str, tuple[f
             agree = a == b
             lines.append(f"{key}: report {a:.4f}, rerun {b:.4f}: {'equal' if agree else 'DIFFERENT'} (same machine)")
         elif a == b:
-            agree = True
-            lines.append(f"{key}: report {a:.4f}, rerun {b:.4f}: equal")
+            agree, std = True, (spread or {}).get(key, (math.nan, math.nan))[1]
+            lines.append(f"{key}: report {a:.4f}, rerun {b:.4f}: equal"
+                         + (f" (seeds here spread {std:.4f})" if math.isfinite(std) else ""))
         else:
             std = (spread or {}).get(key, (math.nan, math.nan))[1]
             floor = 1.0 / test_size if test_size else 0.0

@@ -24,7 +24,7 @@ from helpers.textfiles import PARAMETER_SET, InputError, check, compose, constru
 
 KINDS = ("sections_present", "questions_answered", "test_accuracy", "comparison", "verify_passed",
          "no_similarity_flag", "parameters_match_variant", "hand_graded")
-INTEGRITY = ("files", "fingerprint", "page", "answers", "arithmetic", "data", "hand-in", "rerun", "timings")
+INTEGRITY = ("files", "fingerprint", "page", "pdf", "answers", "arithmetic", "data", "hand-in", "rerun", "timings")
 # the checks whose lines a hidden criterion hides from the student's feedback
 HIDES = {"parameters_match_variant": ("parameters",), "no_similarity_flag": ("similarity",),
          "verify_passed": INTEGRITY}

@@ -8,7 +8,9 @@ in through :func:`md_text` or :func:`md_code`, so it shows as the characters giv
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,73 @@ import pandas as pd
 from helpers.engine.experiment import ranked, run_settings, spread_observations
 from helpers.engine.grid import config_name
 from helpers.escape import md_code, md_text
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one comparison's numbers can tell apart: ``num_classes`` (guessing scores ``1 / num_classes``) and
+    ``val_size``, the validation images each accuracy was measured on; ``profile`` names the settings. Unknown
+    (None) values claim nothing: no chance level, no noise (the observations then read as before)."""
+
+    num_classes: int | None = None
+    val_size: int | None = None
+    profile: str | None = None
+
+    @classmethod
+    def of(cls, result: Mapping | None, final: dict | None = None) -> Evidence:
+        """The evidence of :func:`helpers.engine.experiment.run_experiment`'s ``result`` (its ``num_classes``,
+        ``val_size`` and ``profile``), the classes counted from ``final``'s test result where it has none."""
+        result = result or {}
+        k = result.get("num_classes")
+        if not k and final is not None and "per_class" in final.get("test", {}):
+            k = len(final["test"]["per_class"])
+        return cls(k or None, result.get("val_size") or None, result.get("profile"))
+
+    @property
+    def chance(self) -> float | None:
+        """The accuracy of guessing, ``1 / num_classes``."""
+        return 1 / self.num_classes if self.num_classes else None
+
+    def noise(self, p: float) -> float:
+        """How far two accuracies near ``p``, each on ``val_size`` images, differ by chance alone (about 95%):
+        ``2 * sqrt(2 p (1 - p) / n)``; 0 when the number of images is unknown."""
+        if not self.val_size or not math.isfinite(p):
+            return 0.0
+        p = min(max(p, 0.0), 1.0)
+        return 2 * math.sqrt(2 * p * (1 - p) / self.val_size)
+
+    def within_noise(self, diff: float, p: float) -> bool:
+        """Whether a difference ``diff`` between two accuracies near ``p`` is smaller than :meth:`noise`."""
+        return abs(diff) < self.noise(p)
+
+    def noise_clause(self, p: float) -> str:
+        """``the noise of N validation images (about ±X%)``."""
+        return f"the noise of {self.val_size:,} validation images (about ±{self.noise(p):.1%})"
+
+
+def single_prediction(final: dict | None) -> int | None:
+    """The column of the final model's test confusion matrix when it is the only non-empty one (the model puts
+    every test image in one class), else None."""
+    cm = (final or {}).get("test", {}).get("confusion_matrix")
+    if cm is None:
+        return None
+    used = np.flatnonzero(np.asarray(cm).sum(0))
+    return int(used[0]) if len(used) == 1 and np.asarray(cm).sum() > 0 else None
+
+
+def chance_line(best_val: float, evidence: Evidence, final: dict | None = None) -> str | None:
+    """The "At chance level" bullet when the best validation accuracy is below 1.5 times chance or the final
+    model predicts one class for every test image; None otherwise (or when the number of classes is unknown)."""
+    one = single_prediction(final)
+    if evidence.chance is None or (best_val >= 1.5 * evidence.chance and one is None):
+        return None
+    names = list(final["test"]["per_class"]["class"]) if one is not None and "per_class" in final["test"] else []
+    clause = (f"; the final model predicts {md_text(names[one])} for every test image" if one is not None and
+              one < len(names) else "")
+    profile = f"{md_code(evidence.profile)} settings" if evidence.profile else "these settings"
+    return (f"- **At chance level:** the best validation accuracy, {best_val:.2%}, is about what guessing gives with "
+            f"{evidence.num_classes} classes ({evidence.chance:.0%}){clause}; the models have not learned yet "
+            f"({profile}), so nothing here ranks the configurations or shows an effect.")
 
 
 def hardest_class(per_class: pd.DataFrame) -> str:
@@ -38,10 +107,57 @@ def class_lines(test: dict, *, images: str = "images") -> list[str]:
     return lines
 
 
-def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | None = None) -> str:
-    """Markdown bullet points drawn from the grid table, the histories and the final test result."""
+def best_line(best, worst, count: int, evidence: Evidence, at_chance: bool) -> str:
+    """The best configuration's bullet: above the weakest by how much, and whether that is more than noise."""
+    line = f"- **Best configuration:** {md_code(best['name'])} with {best['val_acc']:.2%} validation accuracy"
+    if at_chance or count < 2:
+        return line + "."
+    diff = best["val_acc"] - worst["val_acc"]
+    line += f", {diff:.2%} above the weakest ({md_code(worst['name'])}, {worst['val_acc']:.2%})"
+    if evidence.within_noise(diff, best["val_acc"]):
+        return line + f", within {evidence.noise_clause(best['val_acc'])}: the ranking is not reliable."
+    return line + "."
+
+
+def gap_line(ok: pd.DataFrame, best, evidence: Evidence, at_chance: bool) -> str:
+    """The train/validation gap of the best; the widest gap named as overfitting only when it stands out from the
+    noise and from the best's own gap."""
+    gap = ok["train_acc"] - ok["val_acc"]
+    widest = ok.loc[gap.idxmax()]
+    best_gap, widest_gap = best["train_acc"] - best["val_acc"], widest["train_acc"] - widest["val_acc"]
+    line = f"- **Train/validation gap** of the best: {best_gap:+.2%} (train {best['train_acc']:.2%})"
+    if at_chance:
+        return line + "."
+    noise = evidence.noise(widest["val_acc"])
+    if widest_gap > noise and widest_gap - best_gap > noise:
+        return line + (f"; the widest gap is {md_code(widest['name'])} ({widest_gap:+.2%}), the clearest sign of "
+                       "overfitting in the grid.")
+    return line + (f"; the gaps differ by less than the noise (about ±{noise:.1%}): no configuration stands out as "
+                   "overfitting.")
+
+
+def loss_line(h, at_chance: bool) -> str | None:
+    """Where the best configuration's validation loss was lowest, and (above chance) what that suggests."""
+    be, last = h.best_epoch, h[-1]
+    lowest = min(r["val_loss"] for r in h if r["val_loss"] is not None)
+    if be is not None and be < last["epoch"]:
+        verdict = ("" if at_chance else
+                   f": later epochs {'overfit' if last['val_loss'] > lowest * 1.02 else 'changed it little'}")
+        return (f"- **Validation loss** of the best was lowest at epoch {be} of {last['epoch']} ({lowest:.4f}) and "
+                f"ended at {last['val_loss']:.4f}{verdict}.")
+    if be is not None:
+        return (f"- **Validation loss** of the best was still falling at the last epoch ({be})"
+                + ("." if at_chance else ": more epochs might help."))
+    return None
+
+
+def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | None = None,
+                      evidence: Evidence | None = None) -> str:
+    """Markdown bullet points drawn from the grid table, the histories and the final test result; ``evidence``
+    (:class:`Evidence`) says when the results are at chance level or differences within noise, and then nothing
+    stronger is said."""
+    evidence = evidence or Evidence()
     ok = table.dropna(subset=["val_acc"])
-    lines = []
     if ok.empty:
         return "- Every configuration failed; see the status column."
     # the same choice as experiment.best_config, so the test-set line names the retrained model
@@ -49,29 +165,16 @@ def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | Non
     worst = ok.iloc[ok["val_acc"].values.argmin()]
     fastest = ok.iloc[ok["seconds"].values.argmin()]
     slowest = ok.iloc[ok["seconds"].values.argmax()]
-    lines.append(f"- **Best configuration:** {md_code(best['name'])} with {best['val_acc']:.2%} validation accuracy, "
-                 f"{best['val_acc'] - worst['val_acc']:.2%} above the weakest ({md_code(worst['name'])}, "
-                 f"{worst['val_acc']:.2%}).")
+    chance = chance_line(float(ok["val_acc"].max()), evidence, final)
+    lines = [chance] if chance else []
+    lines.append(best_line(best, worst, len(ok), evidence, chance is not None))
     lines.append(f"- **Fastest:** {md_code(fastest['name'])} ({fastest['seconds']:.1f} s); the slowest, "
                  f"{md_code(slowest['name'])}, "
                  f"took {slowest['seconds'] / max(fastest['seconds'], 1e-9):.1f}x as long ({slowest['seconds']:.1f} s).")
-    gap = ok["train_acc"] - ok["val_acc"]
-    widest = ok.loc[gap.idxmax()]
-    lines.append(f"- **Train/validation gap** of the best: {best['train_acc'] - best['val_acc']:+.2%} "
-                 f"(train {best['train_acc']:.2%}); the widest gap is {md_code(widest['name'])} "
-                 f"({widest['train_acc'] - widest['val_acc']:+.2%}), the clearest sign of overfitting in the grid.")
+    lines.append(gap_line(ok, best, evidence, chance is not None))
     h = histories.get(best["name"])
     if h:
-        be = h.best_epoch
-        last = h[-1]
-        lowest = min(r["val_loss"] for r in h if r["val_loss"] is not None)
-        if be is not None and be < last["epoch"]:
-            lines.append(f"- **Validation loss** of the best was lowest at epoch {be} of {last['epoch']} "
-                         f"({lowest:.4f}) and ended at {last['val_loss']:.4f}: later epochs "
-                         f"{'overfit' if last['val_loss'] > lowest * 1.02 else 'changed it little'}.")
-        elif be is not None:
-            lines.append(f"- **Validation loss** of the best was still falling at the last epoch ({be}): "
-                         "more epochs might help.")
+        lines.append(loss_line(h, chance is not None))
     failed = table[table["status"] != "completed"]
     for _, row in failed.iterrows():
         lines.append(f"- {md_code(row['name'])} stopped early: {md_text(row['status'])}.")
@@ -80,15 +183,19 @@ def grid_observations(table: pd.DataFrame, histories: dict, *, final: dict | Non
         lines.append(f"- **Test set:** retrained on train + validation, {md_code(best['name'])} scores "
                      f"{test['accuracy']:.2%} accuracy (loss {test['loss']:.4f}).")
         lines += class_lines(test)
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line)
 
 
-def factor_observations(table: pd.DataFrame, factors, *, metric: str = "val_acc", labels: dict | None = None) -> str:
+def factor_observations(table: pd.DataFrame, factors, *, metric: str = "val_acc", labels: dict | None = None,
+                        evidence: Evidence | None = None, at_chance: bool = False) -> str:
     """Markdown bullets comparing the mean ``metric`` of each level of each factor (a column of a grid table).
 
     For a pooling x normalization grid, ``factors=("pool", "norm")`` says, e.g., that max pooling averaged
-    1.2 points more validation accuracy than average pooling across the normalization choices.
+    1.2 points more validation accuracy than average pooling across the normalization choices; a difference
+    within the noise of the validation images (``evidence``, :class:`Evidence`), or any at chance level
+    (``at_chance``), is said to tell nothing.
     """
+    evidence = evidence or Evidence()
     ok = table.dropna(subset=[metric])
     lines = []
     for factor in factors:
@@ -97,41 +204,75 @@ def factor_observations(table: pd.DataFrame, factors, *, metric: str = "val_acc"
         means = ok.groupby(factor)[metric].mean().sort_values(ascending=False)
         name = md_text((labels or {}).get(factor, factor))
         parts = ", ".join(f"{md_code(level)} {value:.2%}" for level, value in means.items())
-        lines.append(f"- **{name}:** mean {metric.replace('_', ' ')} {parts}; {md_code(means.index[0])} leads by "
-                     f"{means.iloc[0] - means.iloc[-1]:.2%} over {md_code(means.index[-1])}.")
+        head = f"- **{name}:** mean {metric.replace('_', ' ')} {parts}; "
+        d, mean = means.iloc[0] - means.iloc[-1], float(means.mean())
+        if at_chance:
+            lines.append(head + "at chance level, this comparison cannot tell them apart.")
+        elif evidence.within_noise(d, mean):
+            lines.append(head + f"the difference ({d:.2%}) is within {evidence.noise_clause(mean)}: this comparison "
+                                "cannot tell them apart.")
+        else:
+            lines.append(head + f"{md_code(means.index[0])} leads by {d:.2%} over {md_code(means.index[-1])}.")
     return "\n".join(lines)
 
 
-def experiment_observations(result: dict, *, final: dict | None = None, metric: str = "val_acc") -> str:
+def experiment_observations(result: dict, *, final: dict | None = None, metric: str = "val_acc",
+                            augmentation: dict | None = None) -> str:
     """Every observation on one comparison: the grid's own, each factor's average effect (two or more varied
-    parameters), and, with repeats, whether the leaders differ by more than the run-to-run spread."""
-    parts = [grid_observations(result["table"], result["histories"], final=final)]
+    parameters), and, with repeats, whether the leaders differ by more than the run-to-run spread; then, given the
+    ``augmentation`` on/off comparison (:func:`helpers.sections.cnn.compare_augmentation`), its bullets, judged
+    with the same :class:`Evidence`."""
+    evidence = Evidence.of(result, final)
+    ok = result["table"].dropna(subset=["val_acc"])
+    at_chance = not ok.empty and chance_line(float(ok["val_acc"].max()), evidence, final) is not None
+    parts = [grid_observations(result["table"], result["histories"], final=final, evidence=evidence)]
     if len(result["varied"]) >= 2:
-        parts.append(factor_observations(result["table"], result["varied"], metric=metric))
-    parts.append(spread_observations(result["table"], metric=metric))
+        parts.append(factor_observations(result["table"], result["varied"], metric=metric, evidence=evidence,
+                                         at_chance=at_chance))
+    if not at_chance:  # at chance level no ranking is said, even within the spread
+        parts.append(spread_observations(result["table"], metric=metric))
     if result.get("evaluate_test") == "all":
         parts.append("- **Test accuracy of every configuration** is shown for comparison only: the configuration "
                      "reported as the result was still chosen on validation accuracy.")
+    if augmentation:
+        parts.append(augmentation_observations(augmentation["table"], evidence=evidence))
     return "\n".join(p for p in parts if p)
 
 
 # --- the CNN section: augmentation on/off -----------------------------------------------------------------
 
 
-def augmentation_observations(table: pd.DataFrame) -> str:
-    """Markdown bullets on the augmentation on/off table of :func:`helpers.sections.cnn.compare_augmentation`."""
+def augmentation_observations(table: pd.DataFrame, *, evidence: Evidence | None = None) -> str:
+    """Markdown bullets on the augmentation on/off table of :func:`helpers.sections.cnn.compare_augmentation`;
+    ``evidence`` (:class:`Evidence`, the search's) says when the difference is within noise or at chance level, and
+    then no effect is claimed."""
+    evidence = evidence or Evidence()
     rows = {bool(r["augment"]): r for _, r in table.iterrows()}
     if set(rows) != {True, False}:
         return ""
     on, off = rows[True], rows[False]
-    diff = on["val_acc"] - off["val_acc"]
-    lines = [f"- **Augmentation** {'raised' if diff > 0 else 'lowered'} validation accuracy by {abs(diff):.2%} "
-             f"({off['val_acc']:.2%} off, {on['val_acc']:.2%} on) after {int(on['epochs_run'])} epochs.",
-             f"- **Training accuracy** with augmentation {on['train_acc']:.2%} vs {off['train_acc']:.2%} without; "
-             f"train - validation gap {on['train_acc'] - on['val_acc']:+.2%} on, {off['train_acc'] - off['val_acc']:+.2%} "
-             "off" + (": the augmented images are harder to fit, which is how augmentation holds back overfitting."
-                      if on["train_acc"] < off["train_acc"] else ".")]
-    return "\n".join(lines)
+    diff, epochs = on["val_acc"] - off["val_acc"], int(on["epochs_run"])
+    mean = (on["val_acc"] + off["val_acc"]) / 2
+    at_chance = evidence.chance is not None and max(on["val_acc"], off["val_acc"]) < 1.5 * evidence.chance
+    measured = f"({off['val_acc']:.2%} off, {on['val_acc']:.2%} on) after {epochs} epoch{'s' if epochs != 1 else ''}"
+    if at_chance:
+        first = (f"- **Augmentation** changed validation accuracy by {diff:+.2%} {measured}, at chance level "
+                 f"(guessing gives {evidence.chance:.0%}): no effect can be claimed.")
+    elif evidence.within_noise(diff, mean):
+        first = (f"- **Augmentation** changed validation accuracy by {diff:+.2%} {measured}, within "
+                 f"{evidence.noise_clause(mean)}: no effect can be claimed.")
+    else:
+        first = (f"- **Augmentation** {'raised' if diff > 0 else 'lowered'} validation accuracy by {abs(diff):.2%} "
+                 f"{measured}.")
+    train_diff = off["train_acc"] - on["train_acc"]
+    harder = (not at_chance and train_diff > 0
+              and not evidence.within_noise(train_diff, (on["train_acc"] + off["train_acc"]) / 2))
+    second = (f"- **Training accuracy** with augmentation {on['train_acc']:.2%} vs {off['train_acc']:.2%} without; "
+              f"train - validation gap {on['train_acc'] - on['val_acc']:+.2%} on, "
+              f"{off['train_acc'] - off['val_acc']:+.2%} off"
+              + (": the augmented images are harder to fit, which is how augmentation holds back overfitting."
+                 if harder else "."))
+    return "\n".join([first, second])
 
 
 # --- the transfer section: modes, pretraining ---------------------------------------------------------------

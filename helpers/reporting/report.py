@@ -11,8 +11,10 @@ values, statuses) is the student's text: it goes in through :func:`md_text` or :
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from helpers.cache import describe
 from helpers.engine.config import PROJECT_ROOT
 from helpers.engine.experiment import distinct_models, varied_parameters
 from helpers.engine.metrics import confident_mistakes, pair_examples
+from helpers.engine.speed import cpu_info
 from helpers.engine.training import deterministic_cuda, resolve_device
 from helpers.escape import md_code, md_text
 from helpers.models.networks import summarize
@@ -54,6 +57,7 @@ def environment(device="auto") -> dict:
     import torchvision
 
     dev = resolve_device(device)
+    cpu_model, cpu_flags = cpu_info()
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -64,6 +68,9 @@ def environment(device="auto") -> dict:
         "matplotlib": matplotlib.__version__,
         "platform": platform.platform(),
         "processor": platform.machine(),
+        # the model and instruction set decide the arithmetic: two x86_64 CPUs need not give the same numbers
+        "cpu_model": cpu_model,
+        "cpu_flags": cpu_flags,
         "cpu_threads": torch.get_num_threads(),
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.machine(),
@@ -87,8 +94,30 @@ class Stopwatch:
         return time.perf_counter() - self.start
 
 
+def replaced_report(output_dir) -> str | None:
+    """A warning when ``output_dir`` already holds a finished report (its ``metrics.json``) that this run is about
+    to replace, naming the folder and when that report was made; None when there is none. (``run`` says so itself
+    and clears the old ``metrics.json`` first; a notebook run cell by cell in JupyterLab does not go through it.)"""
+    path = Path(output_dir) / "metrics.json" if output_dir else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        made = (json.loads(path.read_text(encoding="utf-8")).get("environment") or {}).get("date")
+    except (OSError, ValueError, AttributeError):
+        made = None
+    if not isinstance(made, str):
+        made = dt.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds")
+    return (f"warning: this run replaces the report in {path.parent} made at {made}: its metrics.json, figures and "
+            "pages are overwritten as the cells run (set output_dir in the parameters cell to keep it)")
+
+
 def author_block(*, cfg, title: str | None = None) -> str:
-    """Markdown author block of a report (with a level-1 title when ``title`` is given)."""
+    """Markdown author block of a report (with a level-1 title when ``title`` is given). When the report's output
+    folder already holds another run's report, :func:`replaced_report`'s warning goes to stderr first, so the
+    notebook's first output says so (stderr: what a rerun elsewhere would not repeat, which verify leaves aside)."""
+    warning = replaced_report(getattr(cfg, "output_dir", None))
+    if warning:
+        print(warning, file=sys.stderr)
     return (
         (f"# {title}\n\n" if title else "")
         + f"**Author:** {md_text(cfg.author_name)} ({md_text(cfg.author_id)})  \n"
@@ -232,6 +261,14 @@ def per_class_figure(test: dict, *, model: str, output_dir) -> None:
     """Draw and save (``per_class_accuracy.png``) the test accuracy of each class."""
     fig = plots.plot_per_class_accuracy(test["per_class"], title=f"Per-class test accuracy, {model}")
     plots.save_figure(fig, output_dir, "per_class_accuracy")
+
+
+def classification_table(test: dict):
+    """The test set's classification report (:func:`helpers.engine.metrics.report_frame`) as the report shows it:
+    three decimals, and the ``accuracy`` row's precision and recall, which it has none of, blank rather than NaN.
+    Styled for that, so its class names are escaped here (a Styler does not escape; they may be a folder's names)."""
+    return (test["report"].style.format(precision=3, na_rep="", escape="html")
+            .format_index(escape="html", axis=0).format_index(escape="html", axis=1))
 
 
 def confused_pairs(test: dict, images, class_names, *, output_dir, pairs: int = 3) -> pd.DataFrame:
