@@ -117,11 +117,24 @@ def declared_parameters(nb: dict) -> list[str]:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)]
 
 
-def headings(cell: dict) -> list[str]:
-    """The Markdown heading texts of a markdown cell (``## The grid`` gives ``The grid``)."""
+HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t#]*$", re.M)
+
+
+def headings(cell) -> list[tuple[int, str]]:
+    """``(level, text)`` of each Markdown heading of a markdown cell (``## The grid`` gives ``(2, "The grid")``)."""
     if cell.get("cell_type") != "markdown":
         return []
-    return [m[1].strip() for m in re.finditer(r"^ {0,3}#{1,6}[ \t]+(.*?)[ \t#]*$", source(cell), re.M)]
+    text = cell.get("source", "")
+    text = "".join(text) if isinstance(text, list) else text
+    return [(len(m[1]), m[2].strip()) for m in HEADING.finditer(text)]
+
+
+def subsection_end(cells: list, start: int) -> int:
+    """The index just past the subsection that the heading cell ``cells[start]`` opens: up to the next heading of its
+    level or higher (a smaller number of #), or the end of the notebook."""
+    level = min(n for n, _ in headings(cells[start]))
+    return next((i for i in range(start + 1, len(cells)) if any(n <= level for n, _ in headings(cells[i]))),
+                len(cells))
 
 
 def read_notebook(path: Path) -> dict:
@@ -294,7 +307,7 @@ def check_questions(value, name: str, sections: dict, nbs: dict) -> tuple:
         if q["section"] not in sections:
             raise AssignmentError(f"{where}.section {q['section']!r}; allowed: {', '.join(sections)}")
         if q["section"] in nbs:
-            found = [h for cell in nbs[q["section"]]["cells"] for h in headings(cell)]
+            found = [h for cell in nbs[q["section"]]["cells"] for _, h in headings(cell)]
             if q["after"] not in found:
                 raise AssignmentError(f"{where}.after {q['after']!r} is not a heading of the {q['section']} "
                                       f"notebook; allowed: {', '.join(map(repr, found))}")

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import ast
 import copy
+import io
 import json
+import textwrap
+import tokenize
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,7 +27,15 @@ import nbformat
 
 from helpers.atomic import write_bytes, write_text
 from helpers.course.answers import ANSWER_PLACEHOLDER  # one text, read back by answers.py
-from helpers.course.assignment import Assignment, Question, headings, parameters_cell, read_notebook, source
+from helpers.course.assignment import (
+    Assignment,
+    Question,
+    headings,
+    parameters_cell,
+    read_notebook,
+    source,
+    subsection_end,
+)
 from helpers.escape import md_code, md_text
 
 FORMAT = 1
@@ -82,6 +93,29 @@ def set_parameters(cell_source: str, values: Mapping) -> str:
     return "".join(lines)
 
 
+# JupyterLab shows about 120 characters of code at 1400 px: a longer line's comment moves above it, wrapped.
+CODE_WIDTH = 100
+
+
+def wrap_comments(cell_source: str, width: int = CODE_WIDTH) -> str:
+    """The cell with each line longer than ``width`` that ends in a comment rewritten as the comment, wrapped on
+    lines of its own above, then the code: nothing of a parameter's meaning runs off the right edge."""
+    comments = {tok.start[0]: tok for tok in tokenize.generate_tokens(io.StringIO(cell_source).readline)
+                if tok.type == tokenize.COMMENT}
+    out = []
+    for number, line in enumerate(cell_source.splitlines(), start=1):
+        tok = comments.get(number)
+        if tok is None or len(line) <= width or not line[:tok.start[1]].strip():
+            out.append(line)
+            continue
+        code, text = line[:tok.start[1]].rstrip(), tok.string.lstrip("#").strip()
+        indent = code[:len(code) - len(code.lstrip())]
+        out += textwrap.wrap(text, width=width, initial_indent=f"{indent}# ", subsequent_indent=f"{indent}#   ",
+                             break_long_words=False, break_on_hyphens=False)
+        out.append(code)
+    return "\n".join(out) + ("\n" if cell_source.endswith("\n") else "")
+
+
 def question_cells(q: Question) -> list[dict]:
     """The read-only question cell and the answer cell under it."""
     points = f"{q.points:g} point{'s' if q.points != 1 else ''}"
@@ -121,23 +155,24 @@ def start_cell(assignment: Assignment, section: str, student: Mapping, variant: 
 def student_notebook(nb: dict, assignment: Assignment, section: str, values: Mapping, student: Mapping,
                      variant: Mapping) -> dict:
     """A copy of the toolkit's notebook ``nb`` (JSON) for one student: the parameters cell set to ``values``, the
-    first cell saying what to do, each question of ``section`` after the cell whose heading is its ``after``."""
+    first cell saying what to do, each question of ``section`` at the end of the part its ``after`` heading
+    opens."""
     nb = copy.deepcopy(nb)
     index = parameters_cell(nb)
     cell = nb["cells"][index]
-    cell["source"] = set_parameters(source(cell), values)
+    cell["source"] = wrap_comments(set_parameters(source(cell), values))
     cell["outputs"], cell["execution_count"] = [], None
     questions = [q for q in assignment.questions if q.section == section]
-    cells = [start_cell(assignment, section, student, variant)]
-    for c in nb["cells"]:
-        cells.append(c)
-        found = headings(c)
-        for q in [q for q in questions if q.after in found]:
-            cells += question_cells(q)
-            questions.remove(q)
-    if questions:
-        raise ValueError(f"no heading {questions[0].after!r} in the {section} notebook for question {questions[0].id}")
-    nb["cells"] = cells
+    # each question goes at the end of the subsection its `after` heading opens, below the results it asks about
+    cells, at = list(nb["cells"]), {}
+    for q in questions:
+        start = next((i for i, c in enumerate(cells) if q.after in [t for _, t in headings(c)]), None)
+        if start is None:
+            raise ValueError(f"no heading {q.after!r} in the {section} notebook for question {q.id}")
+        at.setdefault(subsection_end(cells, start), []).append(q)
+    for end in sorted(at, reverse=True):  # from the bottom up, so the earlier positions stay where they are
+        cells[end:end] = [cell for q in at[end] for cell in question_cells(q)]
+    nb["cells"] = [start_cell(assignment, section, student, variant), *cells]
     node = nbformat.from_dict(nb)
     nbformat.validate(node)
     return node

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import mistune
 
+from helpers.course.assignment import headings
 from helpers.escape import css_string, html_text, shorten
 from helpers.reporting.export import local_fetcher
 
@@ -38,7 +39,6 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
 WIDGET = "application/vnd.jupyter.widget-view+json"  # a progress bar: nothing on paper
 TABLE_TAGS = frozenset({"table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption"})
 HIDDEN_TAGS = frozenset({"style", "script", "template", "title", "head", "noscript", "iframe", "object", "svg"})
-HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t#]*$", re.M)
 # raw HTML in an answer is shown as text; javascript:, file: and other harmful links are disarmed (mistune's default)
 MARKDOWN = mistune.create_markdown(escape=True, plugins=["table", "strikethrough"])
 STYLE = """
@@ -141,13 +141,6 @@ def render_output(output) -> str:
     if "text/plain" in data:
         return f"<pre>{html.escape(_text(data['text/plain']))}</pre>"
     return ""
-
-
-def headings(cell) -> list[tuple[int, str]]:
-    """``(level, text)`` of each Markdown heading of a markdown cell."""
-    if cell.get("cell_type") != "markdown":
-        return []
-    return [(len(m[1]), m[2].strip()) for m in HEADING.finditer(_text(cell.get("source", "")))]
 
 
 def subsection(nb, after: str) -> list | None:
