@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from helpers.cli.runner import SECTIONS, notebook_path
-from helpers.course.assignment import load_assignment, parameters_cell
+from helpers.course.assignment import headings, load_assignment, parameters_cell
 from helpers.course.folder import ANSWER_PLACEHOLDER, FolderError, make_folder, py_literal, set_parameters
 from helpers.course.variants import variant_for
 
@@ -71,14 +71,21 @@ def test_start_makes_the_folder_as_the_readme_shows(tmp_path, hw1):
     assert "jupyter lab" in readme and "fashion-report run" in readme and "fashion-report handin" in readme
 
 
-def test_each_question_follows_its_heading_with_an_answer_cell(tmp_path, hw1):
+def test_each_question_closes_the_part_its_heading_opens_with_an_answer_cell(tmp_path, hw1):
     make_folder(hw1, {"name": "Ada", "id": "7"}, variant_for(hw1, "7"), tmp_path / "f", NOTEBOOKS)
     for section, name in (("mlp", "01_mlp_grid.ipynb"), ("cnn", "02_cnn_comparison.ipynb")):
         cells = nbformat.read(tmp_path / "f" / name, as_version=4).cells
         for q in (q for q in hw1.questions if q.section == section):
             at = next(i for i, c in enumerate(cells) if c.metadata.get("question", {}).get("id") == q.id)
             question, answer = cells[at], cells[at + 1]
-            assert q.after in cells[at - 1].source or cells[at - 1].metadata.get("tags") == ["answer"]
+            # inside the part its heading opens (after the heading, no heading of that level or higher between),
+            # and last in it: the next cell is another question or a heading of that level or higher
+            start = next(i for i, c in enumerate(cells) if q.after in [t for _, t in headings(c)])
+            level = min(n for n, _ in headings(cells[start]))
+            assert start < at and not any(n <= level for c in cells[start + 1:at] for n, _ in headings(c))
+            after = cells[at + 2] if at + 2 < len(cells) else None
+            assert after is None or after.metadata.get("tags") == ["question"] or any(
+                n <= level for n, _ in headings(after))
             assert question.metadata == {"tags": ["question"], "question": {"id": q.id, "points": q.points},
                                          "editable": False, "deletable": False}
             assert question.source.startswith(f"### Question {q.id}: ")
@@ -87,7 +94,9 @@ def test_each_question_follows_its_heading_with_an_answer_cell(tmp_path, hw1):
             assert answer.metadata == {"tags": ["answer"], "question": {"id": q.id}}
     cells = nbformat.read(tmp_path / "f" / "02_cnn_comparison.ipynb", as_version=4).cells
     heading = next(i for i, c in enumerate(cells) if c.source.startswith("## The first comparison"))
-    assert cells[heading + 1].metadata["question"]["id"] == "q3"
+    q3 = next(i for i, c in enumerate(cells) if c.metadata.get("question", {}).get("id") == "q3")
+    # below the comparison's results: its code cells come first
+    assert q3 > heading + 1 and any(c.cell_type == "code" for c in cells[heading + 1:q3])
 
 
 def test_a_hostile_name_is_text_everywhere_and_never_a_path(tmp_path, hw1):
