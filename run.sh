@@ -78,7 +78,7 @@ setup_system() {
 
 get_data() {
     say "looking for Fashion-MNIST"
-    "$VENV/bin/python" -c 'from helpers.data import fetch; print(fetch())'
+    "$VENV/bin/python" -c 'from helpers.data.fashion import fetch; print(fetch())'
 }
 
 # `source run.sh` (as the tests do) only defines the functions above

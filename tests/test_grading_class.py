@@ -160,6 +160,8 @@ def test_a_class_is_graded_as_a_grader_would_want(klass):
     # the copy's numbers are those of every hand-in of Ada's variant: only the one claiming other parameters is
     # named; who copied whose answers no file can tell, so Ada is named in that pair too, for the grader to read
     assert rows["001"]["flags"] == "similar answers"
+    # a flag is for the grader to read: the pair's criterion is left empty for them on both sides, not zeroed
+    assert rows["001"]["alike"] == rows["004"]["alike"] == "" and rows["001"]["total"] == "11"
     assert rows["004"]["flags"] == "similar results; similar answers"
     assert "numbers do not add up" in rows["005"]["flags"]
     assert rows["006"]["flags"] == "wrong variant"
@@ -189,12 +191,15 @@ def test_the_graders_marks_survive_a_second_check(klass):
     bob = next(r for r in rows if r[1] == "002")
     bob[header.index("q1 (hand)")] = "2.5"
     bob[header.index("comments")] = "clear curves"
+    ada = next(r for r in rows if r[1] == "001")
+    ada[header.index("alike")] = "2"  # the grader read the pair: Ada's answers were copied, not hers the copy
     out = io.StringIO()
     csv.writer(out, delimiter=";").writerows(rows)  # saved again by a European spreadsheet
     path.write_text("\ufeff" + out.getvalue(), encoding="utf-8")
     again = run(klass)
     assert again["002"]["q1 (hand)"] == "2.5" and again["002"]["comments"] == "clear curves"
     assert again["002"]["total"] == "15.5"
+    assert again["001"]["alike"] == "2" and again["001"]["total"] == "13" and again["004"]["alike"] == ""
     assert "clear curves" in (klass / "graded" / "students" / "002" / "feedback.html").read_text()
 
 

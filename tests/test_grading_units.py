@@ -101,6 +101,13 @@ def test_hostile_archive_members_are_refused_by_name(tmp_path):
     assert list(h.sections) == ["mlp"] and not h.broken
 
 
+def test_an_archive_of_only_refused_members_says_why_it_holds_no_report(tmp_path):
+    path = tmp_path / "handin-3.zip"
+    path.write_bytes(zip_bytes({"../mlp/metrics.json": json.dumps(metrics()).encode()}))
+    broken = read_handin(path).broken
+    assert broken.startswith("no report in it") and "'../mlp/metrics.json': its path leaves the archive" in broken
+
+
 def test_an_archive_unpacking_beyond_the_limit_is_refused(tmp_path):
     path = tmp_path / "bomb.zip"
     path.write_bytes(zip_bytes({"a.json": b"0" * 2_000_000}))

@@ -211,3 +211,12 @@ def test_run_sh_finds_chromium_named_by_the_environment(tmp_path):
 def test_run_sh_without_a_command_prints_its_usage():
     done = subprocess.run([BASH, str(ROOT / "run.sh")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "bash run.sh test" in done.stdout and "set -e" not in done.stdout
+
+
+def test_run_sh_data_finds_the_data_through_the_venvs_python(tmp_path, fake_data_dir):
+    """The data step of `bash run.sh reports` and `bash run.sh test`, run as they run it (with this test's Python
+    as the venv's): it must import what it calls and say where the data is."""
+    done = source_run_sh("get_data", tools={"printf": shutil.which("printf")}, tmp_path=tmp_path,
+                         env={"VENV": sys.prefix, "FASHION_MNIST_DIR": str(fake_data_dir)})
+    assert done.returncode == 0, done.stderr
+    assert f"found: {fake_data_dir}" in done.stdout

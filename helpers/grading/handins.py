@@ -324,7 +324,10 @@ def read_handin(path: str | Path, limits: Limits = LIMITS) -> HandIn:
                    if sec.pdf}
     _identity(handin, meta)
     if not handin.sections and not handin.answers:
-        handin.broken = "no report in it (no metrics.json of a known section)"
+        # what was refused is why nothing is left: say that first, not only that nothing was found
+        why = "; ".join(handin.problems[:3]) + (f" (and {len(handin.problems) - 3} more)"
+                                                if len(handin.problems) > 3 else "")
+        handin.broken = "no report in it (no metrics.json of a known section)" + (f": {why}" if why else "")
     return handin
 
 

@@ -52,7 +52,7 @@ def feedback_page(g: Graded, rubric: Rubric, row: dict, *, assignment: str) -> s
     visible check line."""
     hidden = rubric.hidden_checks()
     shown = [c for c in rubric.auto if not c.hidden]
-    points = "".join(f"<tr><td>{esc(c.id)}</td><td class='num'>{_points(g.points.get(c.id))}</td>"
+    points = "".join(f"<tr><td>{esc(c.id)}</td><td class='num'>{_points(row.get(c.id))}</td>"
                      f"<td class='num'>{c.points:g}</td></tr>" for c in shown)
     points += "".join(f"<tr><td>{esc(q)} (graded by hand)</td><td class='num'>{esc(row.get(hand_column(q)) or '–')}"
                       f"</td><td class='num'>{most:g}</td></tr>" for q, most in rubric.hand.items())
@@ -67,7 +67,7 @@ def feedback_page(g: Graded, rubric: Rubric, row: dict, *, assignment: str) -> s
 
 
 def _points(value) -> str:
-    return "–" if value is None else f"{value:g}"
+    return f"{value:g}" if isinstance(value, (int, float)) else "– (for the grader)"
 
 
 def _hist(values: list[float], title: str, xlabel: str):

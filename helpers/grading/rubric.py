@@ -9,7 +9,9 @@ student). The kinds, and how each earns its points (partial credit where the cri
                              between ``from`` and ``at_least``
 ``comparison``               each section compares at least ``min_configurations`` configurations: its share
 ``verify_passed``            every integrity check (digests, fingerprint, page, arithmetic, data, rerun) passed
-``no_similarity_flag``       no similarity pair names the student
+``no_similarity_flag``       no similarity pair names the student; where one does, the cell is left empty for
+                             the grader (a pair names the copied student too: a flag is read, not a verdict),
+                             and ``check`` keeps what the grader writes there
 ``parameters_match_variant`` the runs used the student's assignment and variant
 ``hand_graded``              one empty column per question in ``questions`` (its points from the assignment),
                              for the grader; ``check`` keeps what the grader wrote there
@@ -26,6 +28,8 @@ KINDS = ("sections_present", "questions_answered", "test_accuracy", "comparison"
          "no_similarity_flag", "parameters_match_variant", "hand_graded")
 INTEGRITY = ("files", "fingerprint", "page", "pdf", "answers", "arithmetic", "data", "hand-in", "rerun", "timings")
 # the checks whose lines a hidden criterion hides from the student's feedback
+# the criteria whose points a flag leaves to the grader instead of deciding them
+GRADER_DECIDES = ("no_similarity_flag",)
 HIDES = {"parameters_match_variant": ("parameters",), "no_similarity_flag": ("similarity",),
          "verify_passed": INTEGRITY}
 
@@ -96,8 +100,9 @@ def _share(parts: list[bool]) -> float:
     return sum(parts) / len(parts) if parts else 0.0
 
 
-def score(c: Criterion, g: Graded, facts: dict) -> float:
-    """The points criterion ``c`` gives ``g`` (none to a hand-in missing, unreadable or not on the roster).
+def score(c: Criterion, g: Graded, facts: dict) -> float | None:
+    """The points criterion ``c`` gives ``g`` (none to a hand-in missing, unreadable or not on the roster; None:
+    for the grader to decide).
     ``facts``: what the checks found that the lines do not carry
     (``sections``: section -> {finished, profile_ok, configurations}; ``answers``: question -> words;
     ``questions``: the assignment's question ids; ``similar``: whether a pair names the student)."""
@@ -126,7 +131,7 @@ def score(c: Criterion, g: Graded, facts: dict) -> float:
         bad = [x for x in g.lines if x.check in INTEGRITY and x.ok is False]
         return 0.0 if bad or g.status != "checked" else c.points
     if c.kind == "no_similarity_flag":
-        return 0.0 if facts.get("similar") else c.points
+        return None if facts.get("similar") else c.points
     if c.kind == "parameters_match_variant":
         ok = [x.ok for x in g.lines if x.check in ("parameters", "identity")]
         return c.points if ok and all(ok) else 0.0
@@ -134,8 +139,8 @@ def score(c: Criterion, g: Graded, facts: dict) -> float:
 
 
 def apply(rubric: Rubric, g: Graded, facts: dict) -> None:
-    """Fill ``g.points`` for every criterion ``check`` scores (rounded to 0.01)."""
-    g.points = {c.id: round(score(c, g, facts), 2) for c in rubric.auto}
+    """Fill ``g.points`` for every criterion ``check`` scores (rounded to 0.01; None where the grader decides)."""
+    g.points = {c.id: None if (v := score(c, g, facts)) is None else round(v, 2) for c in rubric.auto}
 
 
 def load_rubric(path, questions: list) -> Rubric:

@@ -3,7 +3,8 @@
 grader fills it), ``total``, ``flags`` (each a short reason, ``; ``-separated; empty when none), ``status`` and
 ``comments`` (the grader's, shown in the feedback).
 
-The grader's columns (hand-graded questions and comments) are read back from the previous ``grades.csv`` and kept
+The grader's columns (hand-graded questions, comments, and a criterion's cell that a flag left empty for the
+grader, see :data:`~helpers.grading.rubric.GRADER_DECIDES`) are read back from the previous ``grades.csv`` and kept
 as written: ``check`` never overwrites them. Ids stay text; every cell a spreadsheet would run as a formula is
 neutralised (:func:`helpers.reporting.summary.spreadsheet_safe`). CRLF line ends, UTF-8 with a byte-order mark
 (what Excel needs to read UTF-8).
@@ -18,7 +19,7 @@ from pathlib import Path
 from helpers.atomic import write_text
 from helpers.course.roster import separator
 from helpers.grading.lines import Graded
-from helpers.grading.rubric import Rubric
+from helpers.grading.rubric import GRADER_DECIDES, Rubric
 from helpers.reporting.summary import spreadsheet_safe
 from helpers.textfiles import read_text
 
@@ -46,7 +47,7 @@ def read_marks(path: Path, rubric: Rubric) -> dict[str, dict[str, str]]:
     first = text.split("\n", 1)[0]
     # a spreadsheet may save it with its locale's separator (";" in most of Europe)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=separator(first))
-    keep = [hand_column(q) for q in rubric.hand] + [COMMENTS]
+    keep = [hand_column(q) for q in rubric.hand] + [COMMENTS] + grader_criteria(rubric)
     marks = {}
     for row in reader:
         sid = _unquote(row.get("id") or "")
@@ -61,30 +62,45 @@ def _unquote(cell: str) -> str:
     return cell[1:] if cell.startswith("'") and len(cell) > 1 and cell[1] in "=+-@\t\r\n" else cell
 
 
+def grader_criteria(rubric: Rubric) -> list[str]:
+    """The criteria columns a flag may leave for the grader."""
+    return [c.id for c in rubric.auto if c.kind in GRADER_DECIDES]
+
+
+def _mark(column: str, text: str, most: float, problems: list[str]) -> float | None:
+    """The grader's mark in a cell as a number (a problem noted when it is no number or above ``most``)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text.replace(",", "."))
+    except ValueError:
+        problems.append(f"{column} {text!r} is not a number")
+        return None
+    if value > most:
+        problems.append(f"{column} {value:g} is more than its {most:g} points")
+    return value
+
+
 def hand_points(entries: dict[str, str], rubric: Rubric) -> tuple[float, list[str]]:
     """The sum of the grader's numeric marks and the problems (a mark that is no number, or above the maximum)."""
-    total, problems = 0.0, []
-    for q, most in rubric.hand.items():
-        text = (entries.get(hand_column(q)) or "").strip()
-        if not text:
-            continue
-        try:
-            value = float(text.replace(",", "."))
-        except ValueError:
-            problems.append(f"{hand_column(q)} {text!r} is not a number")
-            continue
-        if value > most:
-            problems.append(f"{hand_column(q)} {value:g} is more than the question's {most:g} points")
-        total += value
-    return total, problems
+    problems: list[str] = []
+    marks = [_mark(hand_column(q), entries.get(hand_column(q)), most, problems) for q, most in rubric.hand.items()]
+    return sum(m for m in marks if m is not None), problems
 
 
 def row_of(g: Graded, rubric: Rubric, entries: dict[str, str]) -> dict:
-    """One row of the sheet (before neutralising)."""
+    """One row of the sheet (before neutralising): a criterion left for the grader takes the grader's mark."""
     hand, problems = hand_points(entries, rubric)
-    row = {"name": g.name, "id": g.id, **{c.id: g.points.get(c.id) for c in rubric.auto}}
+    points = {}
+    for c in rubric.auto:
+        value = g.points.get(c.id)
+        if value is None and c.kind in GRADER_DECIDES and g.status == "checked":
+            value = _mark(c.id, entries.get(c.id), c.points, problems)
+        points[c.id] = value
+    row = {"name": g.name, "id": g.id, **points}
     row.update({hand_column(q): entries.get(hand_column(q), "") for q in rubric.hand})
-    auto = sum(v for v in g.points.values() if isinstance(v, (int, float)))
+    auto = sum(v for v in points.values() if isinstance(v, (int, float)))
     flags = g.flags + [f"grade sheet: {p}" for p in problems]
     row.update(total=round(auto + hand, 2), flags="; ".join(flags), status=g.status,
                comments=entries.get(COMMENTS, ""))
