@@ -18,6 +18,7 @@ import ast
 import copy
 import io
 import json
+import re
 import textwrap
 import tokenize
 from collections.abc import Mapping
@@ -93,8 +94,21 @@ def set_parameters(cell_source: str, values: Mapping) -> str:
     return "".join(lines)
 
 
-# JupyterLab shows about 120 characters of code at 1400 px: a longer line's comment moves above it, wrapped.
-CODE_WIDTH = 100
+# JupyterLab shows about 120 characters of code at 1400 px and a section's PDF about 95: a longer line's comment
+# moves above it, wrapped.
+CODE_WIDTH = 88
+
+
+def balanced_wrap(text: str, width: int, first: str, rest: str) -> list[str]:
+    """``text`` on as few lines of at most ``width`` as textwrap needs, but of even lengths: no word left alone
+    on a last line."""
+    def wrap(w):
+        return textwrap.wrap(text, width=w, initial_indent=first, subsequent_indent=rest, break_long_words=False,
+                             break_on_hyphens=False)
+
+    lines = wrap(width)
+    shortest = (len(text) + len(first) + len(rest) * (len(lines) - 1)) // max(1, len(lines))
+    return next((wrap(w) for w in range(shortest, width) if len(wrap(w)) == len(lines)), lines)
 
 
 def wrap_comments(cell_source: str, width: int = CODE_WIDTH) -> str:
@@ -110,8 +124,7 @@ def wrap_comments(cell_source: str, width: int = CODE_WIDTH) -> str:
             continue
         code, text = line[:tok.start[1]].rstrip(), tok.string.lstrip("#").strip()
         indent = code[:len(code) - len(code.lstrip())]
-        out += textwrap.wrap(text, width=width, initial_indent=f"{indent}# ", subsequent_indent=f"{indent}#   ",
-                             break_long_words=False, break_on_hyphens=False)
+        out += balanced_wrap(text, width, f"{indent}# ", f"{indent}#   ")
         out.append(code)
     return "\n".join(out) + ("\n" if cell_source.endswith("\n") else "")
 
@@ -152,6 +165,15 @@ def start_cell(assignment: Assignment, section: str, student: Mapping, variant: 
     return nbformat.v4.new_markdown_cell(text, id="course-start", metadata={"tags": ["course"]})
 
 
+def without_how_to_run(cell: dict) -> dict:
+    """The toolkit's intro without its "How to run it" paragraph (it says to change the profile, which a student
+    must not: the first cell says what to do instead)."""
+    text = source(cell)
+    if cell.get("cell_type") != "markdown" or "**How to run it.**" not in text:
+        return cell
+    return {**cell, "source": re.sub(r"\*\*How to run it\.\*\*.*?(?=Every number below)", "", text, flags=re.S)}
+
+
 def student_notebook(nb: dict, assignment: Assignment, section: str, values: Mapping, student: Mapping,
                      variant: Mapping) -> dict:
     """A copy of the toolkit's notebook ``nb`` (JSON) for one student: the parameters cell set to ``values``, the
@@ -172,7 +194,7 @@ def student_notebook(nb: dict, assignment: Assignment, section: str, values: Map
         at.setdefault(subsection_end(cells, start), []).append(q)
     for end in sorted(at, reverse=True):  # from the bottom up, so the earlier positions stay where they are
         cells[end:end] = [cell for q in at[end] for cell in question_cells(q)]
-    nb["cells"] = [start_cell(assignment, section, student, variant), *cells]
+    nb["cells"] = [start_cell(assignment, section, student, variant), *map(without_how_to_run, cells)]
     node = nbformat.from_dict(nb)
     nbformat.validate(node)
     return node
