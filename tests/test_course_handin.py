@@ -3,12 +3,16 @@ hand-in PDF read page by page; each refusal names what is wrong."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import os
 import re
 import shutil
 import stat
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -280,3 +284,59 @@ def test_an_answer_changed_after_the_run_and_a_wrong_citation_are_refused(studen
 def test_a_folder_without_course_json_is_not_a_student_folder(tmp_path, capsys):
     code, out = handin(tmp_path, capsys)
     assert code == 2 and "has no course.json" in out
+
+
+RUBRIC = """\
+criteria:
+  - {id: present, kind: sections_present, sections: [mlp], points: 4}
+  - {id: answered, kind: questions_answered, min_words: 5, points: 3}
+  - {id: verify, kind: verify_passed, points: 4}
+  - {id: alike, kind: no_similarity_flag, points: 2}
+  - {id: own-variant, kind: parameters_match_variant, hidden: true, points: 2}
+  - {id: written, kind: hand_graded, points: 9}
+"""
+
+
+def fashion_report(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """The command as the README shows it (``fashion-report`` is ``python -m helpers``)."""
+    env = {**os.environ, "HELPERS_PROGRESS": "0"}
+    return subprocess.run([sys.executable, "-m", "helpers", *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_check_grades_real_hand_ins_through_the_command(student, archive, tmp_path):
+    """`fashion-report assign` and `fashion-report check` as the README shows them, on the hand-in `handin` made
+    and on a hostile archive: the real page check (verify's) reads the real pages."""
+    (tmp_path / "hw.yaml").write_bytes((student / "assignment.yaml").read_bytes())
+    (tmp_path / "rubric.yaml").write_text(RUBRIC)
+    theirs = json.loads((student / "course.json").read_text())["parameters"]["mlp"]["activation"]
+    other = "tanh" if theirs == "relu" else "relu"
+    (tmp_path / "roster.csv").write_text(f'name,id,mlp.activation\n"{NAME}",{STUDENT_ID},\nBob,99,{other}\n')
+    done = fashion_report("assign", "roster.csv", "hw.yaml", "-o", "students.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    handins = tmp_path / "handins"
+    handins.mkdir()
+    shutil.copy(archive, handins / "handin-2024_017.zip")
+    with zipfile.ZipFile(handins / "handin-99.zip", "w") as zf:
+        zf.writestr("../mlp/metrics.json", "{}")
+    done = fashion_report("check", "handins", "--roster", "students.csv", "--assignment", "hw.yaml", "--rubric",
+                          "rubric.yaml", "-o", "graded", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sheet = (tmp_path / "graded" / "grades.csv").read_text(encoding="utf-8-sig")
+    rows = {r["id"]: r for r in csv.DictReader(io.StringIO(sheet))}
+    ada, bob = rows[STUDENT_ID], rows["99"]
+    assert ada["status"] == "checked" and ada["present"] == "4" and ada["alike"] == "2" and ada["own-variant"] == "2"
+    assert ada["answered"] == "2"  # q3 was left unanswered
+    # the fixture's data are not Fashion-MNIST: that, and nothing else, fails the integrity checks
+    feedback = (tmp_path / "graded" / "students" / "2024_017" / "feedback.html").read_text()
+    failed = re.findall(r"<li class='line-bad'><b>([^<]+)</b>", feedback)
+    assert failed == ["data"] and ada["verify"] == "0" and ada["flags"] == "not Fashion-MNIST", (failed, ada)
+    assert "&lt;b&gt;Lovelace&lt;/b&gt;" in feedback and "<b>Lovelace</b>" not in feedback
+    assert (tmp_path / "graded" / "students" / "2024_017" / "feedback.pdf").stat().st_size > 1000
+    assert bob["status"] == "broken" and bob["total"] == "0"
+    bob_page = (tmp_path / "graded" / "students" / "99" / "feedback.html").read_text()
+    assert "&#x27;../mlp/metrics.json&#x27;: its path leaves the archive" in bob_page or \
+        "'../mlp/metrics.json': its path leaves the archive" in bob_page
+    assert not (tmp_path / "mlp").exists()
+    index = (tmp_path / "graded" / "index.html").read_text()
+    assert "students/2024_017/feedback.html" in index and "handin/mlp.html" in index
