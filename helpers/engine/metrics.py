@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import classification_report, confusion_matrix
 
 from helpers.data.fashion import ImageSet
 from helpers.engine.training import predict, predict_batch, resolve_device
@@ -31,6 +30,8 @@ def summarize_predictions(logits: torch.Tensor, y: torch.Tensor, class_names) ->
     y_true = y.numpy()
     y_pred = probs.argmax(1).numpy()
     labels = list(range(len(class_names)))
+    from sklearn.metrics import confusion_matrix  # lazy: a second per command that only reads metrics files
+
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     return {
         "accuracy": float((y_pred == y_true).mean()),
@@ -51,6 +52,8 @@ def report_frame(y_true, y_pred, class_names) -> pd.DataFrame:
     The ``accuracy`` row is laid out as scikit-learn's printed report lays it out: the accuracy under ``f1-score``,
     no precision or recall (NaN: it has none), and the number of images as its support (``output_dict`` repeats the
     accuracy in all three columns and gives no support, which a table then shows as 0)."""
+    from sklearn.metrics import classification_report  # lazy: see summarize_predictions
+
     report = classification_report(y_true, y_pred, labels=list(range(len(class_names))), target_names=list(class_names),
                                    output_dict=True, zero_division=0)
     frame = pd.DataFrame(report).T

@@ -31,6 +31,8 @@ tr.flagged td { background: #fff4e5; } td.flags { color: #b00020; font-size: 12p
 .line-ok::before { content: "\\2713  "; color: #176c2e; } .line-bad::before { content: "\\2717  "; color: #b00020; }
 .line-note::before { content: "\\2022  "; color: #555; } li { margin: 0.3em 0; } .ev { font-size: 12px; color: #444; }
 ul.checks { list-style: none; padding-left: 0; } td.name, td.links { white-space: nowrap; }
+table.grades { font-size: 13px; } table.grades th { white-space: normal; vertical-align: bottom; font-size: 12px; }
+table.grades td { padding: 4px 6px; } table.grades td.num { min-width: 2.5em; }
 @page { size: A4; margin: 16mm; }
 """
 
@@ -112,7 +114,7 @@ def class_page(graded: list[Graded], rows: list[dict], rubric: Rubric, pairs: li
     body = []
     for g, row in zip(graded, rows):
         fb = f"{student_folder(g)}/feedback.html"
-        links = (f"<td class='links'>{_handin_link(g)}</td><td class='links'><a href='{quote(fb)}'>HTML</a> · "
+        links = (f"<td class='links'>{_handin_link(g)}</td><td class='links'><a href='{quote(fb)}'>HTML</a><br>"
                  f"<a href='{quote(fb[:-4])}pdf'>PDF</a></td>")
         cells = [_cell(c, row.get(c)) for c in first] + [links] + [_cell(c, row.get(c)) for c in rest]
         body.append(f"<tr class='{'flagged' if g.flags else ''}'>{''.join(cells)}</tr>")
@@ -125,8 +127,8 @@ def class_page(graded: list[Graded], rows: list[dict], rubric: Rubric, pairs: li
     return (_head(f"Grades: {title}") + f"<h1>Grades: {esc(title)}</h1><p class='stats'>{len(graded)} students: "
             + ", ".join(f"{n} {esc(s)}" for s, n in counts.items()) + f"; {flagged} flagged. {rerun_text}. "
             f"Generated {time.strftime('%Y-%m-%d %H:%M')}; the same numbers as <a href='grades.csv'>grades.csv</a>. "
-            f"Click a column header to sort.</p>{figs}<div class='scroll'><table class='sortable'><thead><tr>{head}"
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>{_pairs_html(pairs, graded)}"
+            f"Click a column header to sort.</p>{figs}<div class='scroll'><table class='sortable grades'><thead>"
+            f"<tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{_pairs_html(pairs, graded)}"
             f"<script>{SORT_JS}</script></body></html>\n")
 
 
@@ -140,7 +142,7 @@ def _cell(column: str, value) -> str:
 def _handin_link(g: Graded) -> str:
     """Links to the student's copy of what they handed in (see :func:`helpers.grading.grade.keep_pages`)."""
     order = sorted(g.reports, key=lambda name: (name.endswith(".pdf"), name))  # the sections' pages, then the PDF
-    return " · ".join(f"<a href='{quote(g.reports[name])}'>{esc(name)}</a>" for name in order)
+    return "<br>".join(f"<a href='{quote(g.reports[name])}'>{esc(name)}</a>" for name in order)
 
 
 def _pairs_html(pairs: list, graded: list[Graded]) -> str:
