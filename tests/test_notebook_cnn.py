@@ -13,7 +13,7 @@ import pytest
 
 from helpers.cli.main import main
 from helpers.cli.runner import NOTEBOOKS_DIR, notebook_parameters, notebook_path
-from tests.consistency import check_test_result
+from tests.consistency import assert_repeats, check_test_result
 
 FIGURES = ("samples", "augmentation_preview", "pooling_grid_val_accuracy", "pooling_grid_curves",
            "search_val_accuracy", "search_curves", "augmentation_curves", "final_curves", "confusion_matrix",
@@ -37,12 +37,23 @@ def execute(folder, **params):
     return nbformat.read(str(out), as_version=4), json.loads((folder / "out" / "metrics.json").read_text())
 
 
+def smoke_parameters(data_dir, folder) -> dict:
+    return {"profile": "smoke", "data_dir": str(data_dir), "output_dir": str(folder / "out"),
+            "author_name": "Ada Lovelace", "author_id": "A-42"}
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, fake_data_dir):
     tmp = tmp_path_factory.mktemp("cnn_smoke")
-    nb, metrics = execute(tmp, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp / "out"),
-                          author_name="Ada Lovelace", author_id="A-42")
+    nb, metrics = execute(tmp, **smoke_parameters(fake_data_dir, tmp))
     return nb, metrics, tmp / "out"
+
+
+def test_a_second_run_gives_the_same_metrics(smoke_run, tmp_path, fake_data_dir, monkeypatch):
+    """Same parameters and seed in a second kernel, the cache off so that it trains: the same numbers."""
+    monkeypatch.setenv("HELPERS_CACHE", "off")
+    execute(tmp_path, **smoke_parameters(fake_data_dir, tmp_path))
+    assert_repeats(smoke_run[2] / "metrics.json", tmp_path / "out" / "metrics.json")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from helpers.cli.runner import NOTEBOOKS_DIR, notebook_path
 from helpers.data.fashion import DataNotFoundError, find_data
 from tests.conftest import MLP_SMOKE_REPORT
-from tests.consistency import check_test_result
+from tests.consistency import assert_repeats, check_test_result
 
 FIGURES = ("samples", "grid_val_accuracy", "learning_curves", "learning_curves_overlay", "confusion_matrix",
            "per_class_accuracy", "confused_examples")
@@ -26,12 +26,23 @@ def execute(tmp_path, **params):
     return nbformat.read(str(out), as_version=4)
 
 
+def smoke_parameters(data_dir, output_dir) -> dict:
+    return {"profile": "smoke", "data_dir": str(data_dir), "output_dir": str(output_dir),
+            "optimizers": ["adam", "rmsprop"], "author_name": "Ada Lovelace", "author_id": "A-42"}
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, fake_data_dir):
     tmp = tmp_path_factory.mktemp("mlp_smoke")
-    nb = execute(tmp, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp / "out"),
-                 optimizers=["adam", "rmsprop"], author_name="Ada Lovelace", author_id="A-42")
+    nb = execute(tmp, **smoke_parameters(fake_data_dir, tmp / "out"))
     return nb, tmp / "out"
+
+
+def test_a_second_run_gives_the_same_metrics(smoke_run, tmp_path, fake_data_dir, monkeypatch):
+    """Same parameters and seed in a second kernel, the cache off so that it trains: the same numbers."""
+    monkeypatch.setenv("HELPERS_CACHE", "off")
+    execute(tmp_path, **smoke_parameters(fake_data_dir, tmp_path / "out"))
+    assert_repeats(smoke_run[1] / "metrics.json", tmp_path / "out" / "metrics.json")
 
 
 def test_parameters_cell_is_tagged():

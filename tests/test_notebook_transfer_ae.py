@@ -10,7 +10,7 @@ import pytest
 
 from helpers.cli.runner import NOTEBOOKS_DIR, notebook_path
 from helpers.engine.config import Config, ConfigError
-from tests.consistency import check_test_result
+from tests.consistency import assert_repeats, check_test_result
 
 TRANSFER_FIGURES = ("samples", "pretraining_curves", "learning_curves", "learning_curves_overlay", "test_accuracy",
                     "per_class_comparison", "confusion_matrix", "per_class_accuracy")
@@ -38,11 +38,20 @@ def no_progress_bars():
         yield
 
 
+def transfer_parameters(data_dir, output_dir) -> dict:
+    return {"profile": "smoke", "data_dir": str(data_dir), "output_dir": str(output_dir),
+            "author_name": "Ada Lovelace", "author_id": "A-42"}
+
+
+def ae_parameters(data_dir, output_dir, cnn_metrics) -> dict:
+    return {"profile": "smoke", "data_dir": str(data_dir), "output_dir": str(output_dir),
+            "cnn_metrics": str(cnn_metrics), "author_name": "Ada Lovelace"}
+
+
 @pytest.fixture(scope="module")
 def transfer_run(tmp_path_factory, fake_data_dir):
     tmp = tmp_path_factory.mktemp("transfer_smoke")
-    nb = execute("transfer", tmp, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp / "out"),
-                 author_name="Ada Lovelace", author_id="A-42")
+    nb = execute("transfer", tmp, **transfer_parameters(fake_data_dir, tmp / "out"))
     return nb, tmp / "out"
 
 
@@ -53,9 +62,23 @@ def ae_run(tmp_path_factory, fake_data_dir):
     cnn.write_text(json.dumps({"profile": "full", "data": {"classes": [1, 3, 5, 7, 9]},
                                "best": {"name": "max + batch_norm", "test": {
                                    "accuracy": 0.9, "per_class_accuracy": {n: 0.9 for n in TARGET_NAMES}}}}))
-    nb = execute("autoencoder", tmp, profile="smoke", data_dir=str(fake_data_dir), output_dir=str(tmp / "out"),
-                 cnn_metrics=str(cnn), author_name="Ada Lovelace")
+    nb = execute("autoencoder", tmp, **ae_parameters(fake_data_dir, tmp / "out", cnn))
     return nb, tmp / "out"
+
+
+def test_a_second_transfer_run_gives_the_same_metrics(transfer_run, tmp_path, fake_data_dir, monkeypatch):
+    """Same parameters and seed in a second kernel, the cache off so that it trains: the same numbers."""
+    monkeypatch.setenv("HELPERS_CACHE", "off")
+    execute("transfer", tmp_path, **transfer_parameters(fake_data_dir, tmp_path / "out"))
+    assert_repeats(transfer_run[1] / "metrics.json", tmp_path / "out" / "metrics.json")
+
+
+def test_a_second_autoencoder_run_gives_the_same_metrics(ae_run, tmp_path, fake_data_dir, monkeypatch):
+    """As for transfer: the autoencoder, its classifier on the codes and the comparison with the CNN report."""
+    monkeypatch.setenv("HELPERS_CACHE", "off")
+    out = ae_run[1]
+    execute("autoencoder", tmp_path, **ae_parameters(fake_data_dir, tmp_path / "out", out.parent / "cnn_metrics.json"))
+    assert_repeats(out / "metrics.json", tmp_path / "out" / "metrics.json")
 
 
 GRIDS = {"transfer": {"mode": ["frozen", "finetune"], "lr": [0.001, 0.01]},
