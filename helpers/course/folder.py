@@ -18,7 +18,6 @@ import ast
 import copy
 import io
 import json
-import re
 import textwrap
 import tokenize
 from collections.abc import Mapping
@@ -165,15 +164,6 @@ def start_cell(assignment: Assignment, section: str, student: Mapping, variant: 
     return nbformat.v4.new_markdown_cell(text, id="course-start", metadata={"tags": ["course"]})
 
 
-def without_how_to_run(cell: dict) -> dict:
-    """The toolkit's intro without its "How to run it" paragraph (it says to change the profile, which a student
-    must not: the first cell says what to do instead)."""
-    text = source(cell)
-    if cell.get("cell_type") != "markdown" or "**How to run it.**" not in text:
-        return cell
-    return {**cell, "source": re.sub(r"\*\*How to run it\.\*\*.*?(?=Every number below)", "", text, flags=re.S)}
-
-
 def student_notebook(nb: dict, assignment: Assignment, section: str, values: Mapping, student: Mapping,
                      variant: Mapping) -> dict:
     """A copy of the toolkit's notebook ``nb`` (JSON) for one student: the parameters cell set to ``values``, the
@@ -194,7 +184,7 @@ def student_notebook(nb: dict, assignment: Assignment, section: str, values: Map
         at.setdefault(subsection_end(cells, start), []).append(q)
     for end in sorted(at, reverse=True):  # from the bottom up, so the earlier positions stay where they are
         cells[end:end] = [cell for q in at[end] for cell in question_cells(q)]
-    nb["cells"] = [start_cell(assignment, section, student, variant), *map(without_how_to_run, cells)]
+    nb["cells"] = [start_cell(assignment, section, student, variant), *cells]
     node = nbformat.from_dict(nb)
     nbformat.validate(node)
     return node
