@@ -107,7 +107,10 @@ def balanced_wrap(text: str, width: int, first: str, rest: str) -> list[str]:
 
     lines = wrap(width)
     shortest = (len(text) + len(first) + len(rest) * (len(lines) - 1)) // max(1, len(lines))
-    return next((wrap(w) for w in range(shortest, width) if len(wrap(w)) == len(lines)), lines)
+    for w in range(shortest, width):
+        if len(even := wrap(w)) == len(lines):
+            return even
+    return lines
 
 
 def wrap_comments(cell_source: str, width: int = CODE_WIDTH) -> str:

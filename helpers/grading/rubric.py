@@ -27,9 +27,9 @@ from helpers.textfiles import PARAMETER_SET, InputError, check, compose, constru
 KINDS = ("sections_present", "questions_answered", "test_accuracy", "comparison", "verify_passed",
          "no_similarity_flag", "parameters_match_variant", "hand_graded")
 INTEGRITY = ("files", "fingerprint", "page", "pdf", "answers", "arithmetic", "data", "hand-in", "rerun", "timings")
-# the checks whose lines a hidden criterion hides from the student's feedback
 # the criteria whose points a flag leaves to the grader instead of deciding them
 GRADER_DECIDES = ("no_similarity_flag",)
+# the checks whose lines a hidden criterion hides from the student's feedback
 HIDES = {"parameters_match_variant": ("parameters",), "no_similarity_flag": ("similarity",),
          "verify_passed": INTEGRITY}
 
