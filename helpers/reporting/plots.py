@@ -8,9 +8,12 @@ report with a parse error).
 
 from __future__ import annotations
 
+import io
 import math
+import struct
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -19,6 +22,8 @@ import seaborn as sns
 from helpers.data.fashion import subsample
 
 FIGSIZE_WIDE = (11, 4)
+SAVED_DPI = 150  # the figure files, and what a notebook shows
+INLINE_DPI = 100  # matplotlib-inline's default: the on-page size a figure keeps
 
 
 def literal(text) -> str:
@@ -298,14 +303,32 @@ def mark_epochs(fig, marks: dict, *, color: str = "gray"):
 
 
 def save_figure(fig, output_dir: str | Path, name: str) -> None:
-    """Save ``fig`` as ``output_dir/name.png`` (150 dpi).
+    """Save ``fig`` as ``output_dir/name.png`` (150 dpi), and in a notebook show that file as the figure.
 
     Returns nothing on purpose: it is the last line of many notebook cells, and a returned path would be
     printed into the report under every figure.
     """
     path = Path(output_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=SAVED_DPI, bbox_inches="tight")
+    path.write_bytes(buffer.getvalue())
+    if "inline" in matplotlib.get_backend():
+        _show_saved(fig, buffer.getvalue())
+
+
+def _show_saved(fig, png: bytes) -> None:
+    """In a notebook, show the PNG just saved instead of letting the inline backend draw the figure again.
+
+    Drawing is most of a figure's cost (two passes each for ``bbox_inches="tight"``), and every report figure is
+    both saved and shown: showing the saved file halves it. The width keeps the inline backend's on-page size
+    (its 100 dpi), so the page looks as before, with a sharper image for the PDF.
+    """
+    from IPython.display import Image, display  # only ever in a kernel, where IPython is loaded already
+
+    width = struct.unpack(">I", png[16:20])[0]  # PNG header: the IHDR width, big-endian
+    plt.close(fig)
+    display(Image(data=png, format="png", width=round(width * INLINE_DPI / SAVED_DPI)))
 
 
 def plot_per_class_comparison(per_class: dict, *, ax=None, title: str = "Test accuracy per class and configuration"):
