@@ -340,3 +340,15 @@ def test_check_grades_real_hand_ins_through_the_command(student, archive, tmp_pa
     assert not (tmp_path / "mlp").exists()
     index = (tmp_path / "graded" / "index.html").read_text()
     assert "students/2024_017/feedback.html" in index and "handin/mlp.html" in index
+
+
+def test_a_figure_keeps_the_width_its_notebook_shows_and_nothing_else_from_the_metadata():
+    from helpers.course.handin_pdf import render_output
+
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+    shown = {"output_type": "display_data", "data": {"image/png": png}, "metadata": {"image/png": {"width": 711}}}
+    assert '<img alt="" width="711" src="data:image/png;base64,' in render_output(shown)
+    for hostile in ('711" onerror="alert(1)', 1e9, True, -5, [711]):
+        shown["metadata"]["image/png"]["width"] = hostile
+        page = render_output(shown)
+        assert "width=" not in page and "onerror" not in page and page.startswith("<figure><img")

@@ -58,7 +58,7 @@ h4 { font-size: 10pt; margin: 3mm 0 1mm; break-after: avoid; }
 .answer { padding: 0 1mm; overflow-wrap: anywhere; }
 .missing { color: #a00; font-weight: bold; }
 figure { margin: 0 0 4mm; break-inside: avoid; text-align: center; }
-img { max-width: 100%; max-height: 200mm; width: auto; height: auto; object-fit: contain; }
+img { max-width: 100%; max-height: 200mm; height: auto; object-fit: contain; }  /* width: the notebook's */
 table { border-collapse: collapse; font-size: 8pt; margin: 0 0 4mm; max-width: 100%; }
 th, td { border: 0.5pt solid #bbb; padding: 0.5mm 1.5mm; text-align: right; overflow-wrap: break-word; }
 tr { break-inside: avoid; }
@@ -110,8 +110,9 @@ def _text(value) -> str:
     return "".join(value) if isinstance(value, list) else str(value)
 
 
-def figure(mime: str, value) -> str:
-    """An image output as a ``<figure>`` with a checked ``data:`` URL ("" when the data are not an image's)."""
+def figure(mime: str, value, width=None) -> str:
+    """An image output as a ``<figure>`` with a checked ``data:`` URL ("" when the data are not an image's), at the
+    on-page ``width`` the notebook recorded for it (a whole number of pixels, or none)."""
     text = _text(value)
     try:
         if mime == "image/svg+xml":
@@ -120,7 +121,8 @@ def figure(mime: str, value) -> str:
             data = base64.b64decode(re.sub(r"\s+", "", text), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         return ""
-    return f'<figure><img alt="" src="data:{mime};base64,{base64.b64encode(data).decode()}"></figure>'
+    size = f' width="{width}"' if isinstance(width, int) and not isinstance(width, bool) and 0 < width < 10_000 else ""
+    return f'<figure><img alt=""{size} src="data:{mime};base64,{base64.b64encode(data).decode()}"></figure>'
 
 
 def render_output(output) -> str:
@@ -133,7 +135,8 @@ def render_output(output) -> str:
         return ""
     for mime in IMAGE_TYPES:
         if mime in data:
-            return figure(mime, data[mime])
+            shown = (output.get("metadata") or {}).get(mime)
+            return figure(mime, data[mime], width=shown.get("width") if isinstance(shown, dict) else None)
     if "text/html" in data and "<table" in _text(data["text/html"]).lower():
         return f'<div class="table">{tables_only(_text(data["text/html"]))}</div>'
     if "text/markdown" in data:
