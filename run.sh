@@ -76,6 +76,19 @@ setup_system() {
     fi
 }
 
+setup_all() {
+    # Debian's packages download while pip installs: neither waits for the other (on a fresh machine the two
+    # together take about as long as pip alone). What apt printed follows pip's lines.
+    local log
+    log=$(mktemp)
+    setup_system >"$log" 2>&1 &
+    local system=$!
+    setup_python
+    wait "$system" || true
+    cat "$log"
+    rm -f "$log"
+}
+
 get_data() {
     say "looking for Fashion-MNIST"
     "$VENV/bin/python" -c 'from helpers.data.fashion import fetch; print(fetch())'
@@ -87,14 +100,14 @@ cd "$(dirname "$0")"
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-    setup) setup_python; setup_system ;;
+    setup) setup_all ;;
     data) setup_python; get_data ;;
     reports)
-        setup_python; setup_system; get_data
+        setup_all; get_data
         say "producing reports (python -m helpers run $*)"
         exec "$VENV/bin/python" -m helpers run "$@" ;;
     test)
-        setup_python; setup_system
+        setup_all
         # the real-data test is skipped (with its reason) when no data can be had
         get_data || echo "note: no Fashion-MNIST here; the real-data test will be skipped"
         # two test processes (TEST_WORKERS=0: one): the suite's time is mostly kernels starting, which overlap well;

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip as _gzip
 import os
 import shutil
+import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see helpers/__init__.py
@@ -36,6 +37,14 @@ N_TRAIN, N_TEST = 200, 100
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a long-running test (deselect with -m 'not slow')")
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    """With ``TEST_TIMELINE=FILE``, append when each test ended and on which worker: how the suite's time is spread
+    over the processes (``bash run.sh test`` runs two) and what ends it."""
+    if os.environ.get("TEST_TIMELINE"):
+        with open(os.environ["TEST_TIMELINE"], "a", encoding="utf-8") as f:
+            f.write(f"{time.time():.2f} {os.environ.get('PYTEST_XDIST_WORKER', 'main')} {nodeid}\n")
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
