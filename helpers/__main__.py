@@ -1,6 +1,6 @@
 import sys
 
-from helpers.cli.main import main
+from helpers.cli.main import command
 
 # `python -m helpers` puts the current folder first on the import path: inside a student's hand-in, a helpers/
 # folder there would have been imported instead of this package (and run as the grader). This copy is the real
@@ -10,4 +10,4 @@ if sys.argv[1:2] == ["verify"] and not sys.flags.safe_path:
           "`python -m helpers` imports a helpers/ folder of the current folder first (a hand-in's, if you are in one)",
           file=sys.stderr)
 
-sys.exit(main())
+command()

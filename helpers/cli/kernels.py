@@ -89,6 +89,9 @@ def execute(notebook: str | Path, output: str | Path, *, parameters: dict, cwd: 
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd), progress_bar=False,
                                    log_output=False, kernel_manager_class=_kernel_manager(holder),
+                                   # the notebook is finished and saved when the kernel is shut down: stopping it
+                                   # at once saves the second or so a graceful exit waits, for every section run
+                                   shutdown_kernel="immediate",
                                    # the kernel application's own log lines (jupyter_client interrupts every kernel
                                    # before shutting it down, and the kernel then logs "KeyboardInterrupt caught")
                                    # say nothing a student can act on; errors in cells still reach the report
