@@ -39,6 +39,21 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a long-running test (deselect with -m 'not slow')")
 
 
+# The modules that run whole reports, slowest first (measured with TEST_TIMELINE: 190 s down to 35 s of one
+# process's time). They are collected first, so that the two test processes end on short tests: pytest-xdist's
+# worksteal gives each process half of the list and a process that runs dry takes from the other's end.
+WHOLE_REPORTS = ("test_resume", "test_notebook_transfer_ae", "test_dask_batch", "test_cli", "test_notebook_mlp",
+                 "test_cache", "test_assignments", "test_notebook_cnn", "test_course_folder_run", "test_progress",
+                 "test_hostile_verify", "test_packaging")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put :data:`WHOLE_REPORTS`' tests first, in that order; each module's tests stay together and in order (its
+    module fixtures run once per process)."""
+    rank = {name: i for i, name in enumerate(WHOLE_REPORTS)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))
+
+
 def pytest_runtest_logfinish(nodeid, location):
     """With ``TEST_TIMELINE=FILE``, append when each test ended and on which worker: how the suite's time is spread
     over the processes (``bash run.sh test`` runs two) and what ends it."""
