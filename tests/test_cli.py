@@ -189,3 +189,16 @@ def test_a_batch_is_checked_row_by_row_without_running_or_writing(tmp_path, caps
     assert re.search(r"error: line 5: folder 'ada' differs only by case .* from 'Ada', used by line 2", out)
     assert "batch check: 1 of 4 rows valid; nothing was run" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_exits_with_mains_status_after_the_exit_handlers(tmp_path):
+    """``command`` skips the interpreter's module teardown, not what was registered to run at exit."""
+    marker = tmp_path / "handler-ran"
+    script = ("import atexit, helpers.cli.main as m\n"
+              f"atexit.register(lambda: open({str(marker)!r}, 'w').write('ran'))\n"
+              "m.main = lambda: 3\n"
+              "m.command()\n"
+              "raise SystemExit('not reached')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and "not reached" not in done.stderr, done.stderr
+    assert marker.read_text() == "ran"

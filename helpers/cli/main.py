@@ -285,10 +285,6 @@ def main(argv=None) -> int:
     return run_command(args)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def command() -> None:
     """The ``fashion-report`` command and ``python -m helpers``: :func:`main`, then a quick exit.
 
@@ -302,3 +298,6 @@ def command() -> None:
     atexit._run_exitfuncs()  # the interpreter's own exit step (a documented module's undocumented name: 3.x)
     os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
+
+if __name__ == "__main__":
+    sys.exit(main())
