@@ -258,6 +258,18 @@ def test_an_edited_code_cell_is_refused_by_its_number(student, tmp_path, capsys)
     assert re.search(r"code cell \d+ \('report\.per_class_figure\(test_result.*differs from the toolkit's", out), out
 
 
+def test_code_edited_in_the_executed_notebook_after_an_honest_run_is_refused_by_its_number(student, tmp_path, capsys):
+    """The run was the toolkit's (its fingerprint matches), but the notebook the pages are made from was edited."""
+    folder = copy(student, tmp_path / "shown")
+    path = folder / "reports" / "mlp" / "mlp.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "report.per_class_figure" in c.source)
+    cell.source += "\ntest_result['accuracy'] = 0.99  # shown, never run"
+    nbformat.write(nb, path)
+    out = refused(folder, capsys)
+    assert re.search(r"mlp: mlp\.ipynb was edited after the run: code cell \d+ \('report\.per_class_figure", out), out
+
+
 def test_a_report_run_with_another_variant_is_refused_by_name(student, tmp_path, capsys):
     folder = copy(student, tmp_path / "variant")
     metrics = json.loads((folder / "reports" / "mlp" / "metrics.json").read_text())

@@ -221,6 +221,10 @@ def check_fingerprint(metrics: dict, *, notebook: str | Path, volatile=frozenset
         problems.append(f"the notebook {Path(notebook).name} was changed after the run, or the report was made with "
                         f"another version of it (fingerprint {fp['notebook']}, this toolkit's {now})"
                         + changed_code(executed, notebook))
+    elif edited := changed_code(executed, notebook):
+        # the run was the toolkit's, but the executed notebook (what the pages and the hand-in PDF show) was not
+        # left as it ran
+        problems.append(f"{Path(executed).name} was edited after the run{edited}")
     problems += answer_problems(fp, executed)
     parts = ("parameters", "notebook", "data", "results") + (("answers",) if "answers" in fp else ())
     if digest({k: fp[k] for k in parts})[:12] != fp["short"]:
