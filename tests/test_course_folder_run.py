@@ -15,7 +15,8 @@ import nbformat
 import pytest
 
 from helpers.cli.runner import notebook_path
-from helpers.course.answers import ANSWER_PLACEHOLDER, answers
+from helpers.course.answers import ANSWER_PLACEHOLDER, answers, fill_citations, section_metrics
+from helpers.course.folder import example_citation
 from helpers.reporting import fingerprint as fp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,12 @@ def test_the_report_shows_questions_answers_and_what_the_run_measured(folder):
         "Learning curves") < html.index("Question q2") < html.index("Not answered yet.")
     executed = nbformat.read(str(folder / "reports" / "mlp" / "mlp.ipynb"), as_version=4)
     assert answers(executed) == {"q1": ANSWER, "q2": ANSWER_PLACEHOLDER}  # the notebook keeps the template
+
+
+def test_the_first_cells_example_citation_shows_the_runs_test_accuracy(folder):
+    metrics = section_metrics(folder / "reports", ["mlp"])
+    shown = fill_citations(example_citation("mlp"), metrics)
+    assert shown == f"{metrics['mlp']['best']['test']['accuracy']:.2%}"
 
 
 def test_a_contradicting_parameter_is_refused_and_a_bad_citation_fails_the_section_by_name(folder):

@@ -150,6 +150,11 @@ def variant_text(variant: Mapping) -> str:
                      for a, v in variant.items()) or "none (everyone runs the same settings)"
 
 
+def example_citation(section: str) -> str:
+    """A citation every section's run can fill: its final model's test accuracy (shown in the first cell)."""
+    return "{" + section + ".best.test.accuracy:.2%}"
+
+
 def start_cell(assignment: Assignment, section: str, student: Mapping, variant: Mapping) -> dict:
     """The first cell: whose notebook this is and what to do in JupyterLab."""
     minutes = MINUTES.get(assignment.profile, {}).get(section, DEFAULT_MINUTES[assignment.profile])
@@ -162,8 +167,10 @@ def start_cell(assignment: Assignment, section: str, student: Mapping, variant: 
             "**Change nothing in the parameters cell** (the first code cell): it holds your assignment's settings, "
             "and the hand-in checks them.\n\n"
             f"Answer each question in the cell under it that says {ANSWER_PLACEHOLDER} (double-click it to edit, "
-            "Shift+Enter to show it). When every section has run, `fashion-report handin` in this folder packs "
-            "what you hand in.")
+            "Shift+Enter to show it). An answer can cite the run's numbers, e.g. "
+            f"{md_code(example_citation(section))}: the citation stays as written here and shows "
+            "the run's number in the report that `fashion-report run` makes. When every section has run, "
+            "`fashion-report handin` in this folder packs what you hand in.")
     return nbformat.v4.new_markdown_cell(text, id="course-start", metadata={"tags": ["course"]})
 
 
