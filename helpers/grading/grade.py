@@ -54,7 +54,7 @@ class Options:
     rerun: str = "none"
     seed: int | None = None
     timeout: float | None = None
-    spread_seeds: int = 3
+    spread_seeds: int = 5
     k: float = 3.0
     similarity_threshold: float = 0.5
     ngram: int = 5
