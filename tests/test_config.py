@@ -41,7 +41,7 @@ def test_numeric_student_id_is_kept_as_text():
 
 def test_config_is_read_only():
     cfg = make_config("mlp", **MLP)
-    assert isinstance(cfg, Config) and cfg["lr"] == 0.001
+    assert isinstance(cfg, Config) and cfg["lr"] is None and cfg["schedule"] == "onecycle"
     with pytest.raises(AttributeError):
         cfg.lr = 1.0
 

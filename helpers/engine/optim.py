@@ -9,6 +9,13 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 
 
+def resolve_lr(lr: float | None, optimizer: str, defaults: dict[str, float]) -> float:
+    """``lr`` itself, or ``defaults[optimizer]`` (a section's peak learning rate per optimizer) when it is None."""
+    if lr is not None:
+        return lr
+    return defaults.get(optimizer, defaults["sgd"])
+
+
 def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
                    nesterov: bool = False) -> torch.optim.Optimizer:
     """A new optimizer ``name`` (any of :data:`OPTIMIZERS`, any case) of ``params``; refuses an unknown name or

@@ -17,6 +17,7 @@ from torch import nn
 
 from helpers.data.augment import Augment
 from helpers.data.fashion import ImageSet
+from helpers.engine import optim
 from helpers.engine.config import (
     ConfigError,
     Section,
@@ -88,11 +89,9 @@ STAGES = {"grid": {"epochs": "grid_epochs"},
           "search": {"architecture": "search_architecture", "epochs": "search_epochs"}}
 
 
-def resolve_lr(lr: float | None, optimizer: str) -> float | None:
+def resolve_lr(lr: float | None, optimizer: str) -> float:
     """``lr`` itself, or the optimizer's default peak learning rate (:data:`DEFAULT_LR`) when it is None."""
-    if lr is not None:
-        return lr
-    return DEFAULT_LR.get(optimizer, DEFAULT_LR["sgd"])
+    return optim.resolve_lr(lr, optimizer, DEFAULT_LR)
 
 
 def _check_dropouts(name: str, values) -> list[float]:
