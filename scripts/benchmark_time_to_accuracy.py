@@ -11,7 +11,8 @@ CNN, Adam, batch 64, brightness/contrast jitter through torchvision's ``DataLoad
 same machine, and the ratio of the two times is the one the README quotes.
 
 ``--ablation-epochs E`` also trains the recipe at budget E with one ingredient taken out at a time, over the
-same seeds: what each ingredient buys, as the CNN report's ablation table shows it (``--ablation-out``).
+same seeds: what each ingredient buys, as the CNN report's ablation table shows it (``--ablation-out
+helpers/reporting/cnn_ablation.json`` writes the file the toolkit ships and the report reads).
 
     python scripts/benchmark_time_to_accuracy.py                                # budgets 2,4,6,8,12 x 5 seeds
     python scripts/benchmark_time_to_accuracy.py --epochs 4,8 --seeds 3 --ablation-epochs 8 --json tta.json
@@ -50,6 +51,7 @@ from helpers.engine.config import augment_from  # noqa: E402
 from helpers.engine.speed import cpu_info  # noqa: E402
 from helpers.engine.training import seed_everything  # noqa: E402
 from helpers.models.architecture import build_from_spec  # noqa: E402
+from helpers.reporting.ablation import recipe_of  # noqa: E402
 from helpers.sections import cnn, make_config  # noqa: E402
 
 TARGETS = (93.0, 94.0, 94.5, 95.0)
@@ -231,7 +233,13 @@ def main(argv=None) -> dict:
             print(f"time to 93.0%: {hit['seconds_median']:.1f} s = 1/{1 / result['ratio_to_seed_recipe']:.0f} of "
                   "the seed recipe's time")
     if args.ablation_epochs:
-        result["ablation"] = {"epochs": args.ablation_epochs, "seeds": args.seeds, "machine": machine,
+        result["ablation"] = {"epochs": args.ablation_epochs, "seeds": args.seeds, "profile": args.profile,
+                              "machine": machine, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+                              "command": (f"python scripts/benchmark_time_to_accuracy.py --epochs {args.epochs} "
+                                          f"--seeds {args.seeds} --profile {args.profile} "
+                                          f"--ablation-epochs {args.ablation_epochs}"),
+                              "recipe": recipe_of(recipe_config(profile=args.profile, epochs=args.ablation_epochs,
+                                                                seed=0, data_dir=args.data_dir)),
                               "rows": ablation_rows(summary, args.ablation_epochs)}
         if args.ablation_out:
             Path(args.ablation_out).write_text(json.dumps(result["ablation"], indent=1) + "\n")

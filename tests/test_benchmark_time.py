@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.reporting.ablation import ablation_report
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "benchmark_time_to_accuracy.py"
 
 
@@ -40,7 +42,12 @@ def test_the_ladder_the_targets_the_ablation_and_the_seed_recipe(fake_data_dir, 
     assert list(result["reached"]) == ["93.0", "94.0", "94.5", "95.0"]
     # at this size no target is reached; a reached one names its budget
     assert all(v is None or v["epochs"] in (1, 2) for v in result["reached"].values())
-    rows = json.loads(ablation.read_text())["rows"]
+    measured = json.loads(ablation.read_text())
+    rows = measured["rows"]
+    assert measured["recipe"]["optimizer"] == "sgd" and measured["recipe"]["profile"] == "quick"
+    assert measured["command"].endswith("--ablation-epochs 1") and len(measured["date"]) == 10
+    caption, frame = ablation_report(None, ablation)  # the file the report reads, shown as the CNN report shows it
+    assert list(frame["taken out"]) == [r["without"] for r in rows] and "seeds 0-1" in caption
     assert rows[0]["without"] == "nothing (the whole recipe)" and rows[0]["change"] == 0
     assert len(rows) == 1 + ingredients
     for row in rows[1:]:
