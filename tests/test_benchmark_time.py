@@ -50,6 +50,7 @@ def test_the_ladder_the_targets_the_ablation_and_the_seed_recipe(fake_data_dir, 
     assert list(frame["taken out"]) == [r["without"] for r in rows] and "seeds 0-1" in caption
     assert rows[0]["without"] == "nothing (the whole recipe)" and rows[0]["change"] == 0
     assert len(rows) == 1 + ingredients
+    assert all(0 < row["seconds_min"] <= row["seconds_median"] for row in rows)
     for row in rows[1:]:
         assert row["change"] == pytest.approx(row["accuracy_mean"] - rows[0]["accuracy_mean"])
     seed = result["seed_recipe"]
