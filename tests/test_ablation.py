@@ -70,6 +70,9 @@ def test_a_hostile_or_missing_file_is_a_sentence_not_markup(tmp_path):
         assert frame is None and caption.startswith("No measured ablation ships")
     caption, frame = ablation.ablation_report(None, tmp_path / "absent.json")
     assert frame is None and "`absent.json`" in caption
+    assert [type(o).__name__ for o in ablation.report_outputs(None, tmp_path / "absent.json")] == ["Markdown"]
+    path.write_text(json.dumps(record()))
+    assert [type(o).__name__ for o in ablation.report_outputs(None, path)] == ["Markdown", "DataFrame"]
 
 
 def test_the_shipped_table_is_the_benchmarks_for_the_notebooks_own_recipe():

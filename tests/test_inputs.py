@@ -23,6 +23,9 @@ DECLARED = {k: v for s in SECTIONS for k, v in notebook_parameters(s).items()}
     ("lr", "1e-3", 0.001), ("seed", "3", 3), ("classes", "[1, 3]", [1, 3]), ("stratified", "False", False),
     ("grid", "{optimizer: [adam, sgd]}", {"optimizer": ["adam", "sgd"]}), ("classes", "None", None),
     ("init", "{linear: normal, conv: he}", {"linear": "normal", "conv": "he"}), ("init", "xavier", "xavier"),
+    # one section's parameter, as a students.csv column or an assignment key names it: typed as that parameter
+    ("mlp.schedule", "none", "none"), ("cnn.pool", "none", "none"), ("mlp.epochs", "none", None),
+    ("mlp.lr", "1e-3", 0.001), ("mlp.author_id", "0042", "0042"),
 ])
 def test_each_value_is_typed_by_the_parameter_it_fills(name, text, expected):
     assert typed_parameter(name, text, DECLARED) == expected

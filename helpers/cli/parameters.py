@@ -85,6 +85,9 @@ def typed_parameter(name: str, text: str, declared: dict | None):
     Other parameters are typed as papermill's ``-p`` types them (:func:`parse_value`).
     """
     text = text.strip()
+    # a batch column or assignment key may name one section's parameter ("mlp.schedule"): typed as that parameter,
+    # so that "none" stays the word schedule takes
+    name = name.rpartition(".")[2]
     if name in TEXT_PARAMETERS:
         kept = "".join(ch for ch in text if ch not in BIDI_CONTROLS and (ch.isspace() or ord(ch) >= 32) and ch != "\x7f")
         return " ".join(kept.split())

@@ -106,3 +106,11 @@ def ablation_report(cfg: Mapping | None, path: str | Path = ABLATION_FILE) -> tu
                 "unreadable); `scripts/benchmark_time_to_accuracy.py --ablation-epochs 4 --ablation-out` writes it.",
                 None)
     return ablation_caption(record, cfg), ablation_frame(record)
+
+
+def report_outputs(cfg: Mapping | None, path: str | Path = ABLATION_FILE) -> list:
+    """What the CNN report's cell shows (``display(*report_outputs(cfg))``): the caption, then the table if any."""
+    from IPython.display import Markdown  # only where a report is shown
+
+    caption, table = ablation_report(cfg, path)
+    return [Markdown(caption)] + ([] if table is None else [table])
