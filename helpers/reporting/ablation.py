@@ -113,4 +113,4 @@ def report_outputs(cfg: Mapping | None, path: str | Path = ABLATION_FILE) -> lis
     from IPython.display import Markdown  # only where a report is shown
 
     caption, table = ablation_report(cfg, path)
-    return [Markdown(caption)] + ([] if table is None else [table])
+    return [Markdown(caption)] + ([] if table is None else [table.set_index("taken out")])  # rows named, not numbered
