@@ -178,10 +178,10 @@ def ablation_rows(summary: list[dict], epochs: int) -> list[dict]:
     keep = ("accuracy_mean", "accuracy_std", "seconds_median", "seconds_min")
     out = [{"without": "nothing (the whole recipe)", **{k: whole[k] for k in keep}, "change": 0.0}]
     for label in INGREDIENTS:  # in the order the table lists them
-        s = next((s for s in summary if s["label"] == label and s["epochs"] == epochs), None)
-        if s is not None:
-            out.append({"without": s["label"], **{k: s[k] for k in keep},
-                        "change": s["accuracy_mean"] - whole["accuracy_mean"]})
+        row = next((s for s in summary if s["label"] == label and s["epochs"] == epochs), None)
+        if row is not None:
+            out.append({"without": label, **{k: row[k] for k in keep},
+                        "change": row["accuracy_mean"] - whole["accuracy_mean"]})
     return out
 
 
