@@ -60,6 +60,7 @@ INGREDIENTS = {
     "test-time mirror images": {"test_flip": "none"},
     "flips in training": {"final_augment": "none"},
     "label smoothing 0.1": {"label_smoothing": 0.0},
+    "training without dropout (conv 0.05, head 0.3 instead)": {"conv_dropouts": [0.05], "head_dropouts": [0.3]},
     "Nesterov SGD, one-cycle (Adam 1e-3 instead)": {"optimizer": "adam", "lr": 0.001},
     "bfloat16 (float32 instead)": {"precision": "fp32"},
     "six convolutions (the compact network instead)": {"search_architecture": "compact"},

@@ -14,6 +14,7 @@ from tests.test_config import notebook_namespace
 CNN = {k: v for k, v in notebook_namespace("cnn").items() if not k.startswith("__")}
 
 SCRIPT_INGREDIENTS = ("test-time mirror images", "flips in training", "label smoothing 0.1",
+                      "training without dropout (conv 0.05, head 0.3 instead)",
                       "Nesterov SGD, one-cycle (Adam 1e-3 instead)", "bfloat16 (float32 instead)",
                       "six convolutions (the compact network instead)")
 
@@ -56,6 +57,9 @@ def test_the_caption_says_where_it_was_measured_and_what_this_run_changed():
     assert "**This run's recipe differs from the one measured**" in changed
     assert "`optimizer` `adam` (measured with `sgd`)" in changed
     assert "`label_smoothing` `0.0` (measured with `0.1`)" in changed
+    # the search's dropouts make the final configuration: a run with other ones is told so
+    dropout = make_config("cnn", **{**CNN, "profile": "quick", "head_dropouts": [0.3]})
+    assert "`head_dropouts` `[0.3]` (measured with `[0.0]`)" in ablation.ablation_caption(record(), dropout)
 
 
 def test_a_hostile_or_missing_file_is_a_sentence_not_markup(tmp_path):

@@ -20,8 +20,9 @@ from helpers.escape import md_code, md_text
 
 ABLATION_FILE = Path(__file__).with_name("cnn_ablation.json")
 # The settings that make the final recipe: the benchmark records them, and the report names those this run changed.
-RECIPE_KEYS = ("profile", "search_architecture", "optimizer", "lr", "schedule", "momentum", "weight_decay",
-               "label_smoothing", "batch_size", "final_augment", "precision", "test_flip", "init")
+RECIPE_KEYS = ("profile", "search_architecture", "conv_dropouts", "head_dropouts", "hidden_sizes", "optimizer", "lr",
+               "schedule", "momentum", "weight_decay", "label_smoothing", "batch_size", "final_augment", "precision",
+               "test_flip", "init")
 
 
 def recipe_of(cfg: Mapping) -> dict:

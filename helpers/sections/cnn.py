@@ -54,14 +54,17 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 # epochs with flips (94.6% with test-time flips; the compact network 93.4-93.5% after 10 or 14), so quick retrains
 # for 12 epochs and full, with the time bfloat16 saves, for 30.
 # quick searches the conv dropout only: the best configuration had 128 hidden units in every quick and full
-# search run here, and two fewer runs keep the section under 10 minutes on a 2-core CPU.
+# search run here, and two fewer runs keep the section under 10 minutes on a 2-core CPU. Its head has no dropout:
+# on the 51,000/9,000 split the final recipe without any dropout reached 94.11/94.32% validation accuracy after 4
+# epochs (seeds 0/1) against 93.56/93.81% with conv 0.05 and head 0.3, and 94.43% against 94.06% after 8 (seed 0);
+# so quick compares no dropout with a little, and the recipe's first configuration has none.
 PROFILES = {
     "smoke": {"train_per_class": 40, "test_per_class": 20, "grid_per_class": None, "search_per_class": None,
               "grid_epochs": 1, "search_epochs": 1, "final_epochs": 3, "final_augment": "same",
               "conv_dropouts": [0.1], "head_dropouts": [0.3], "hidden_sizes": [32, 64]},
     "quick": {"train_per_class": None, "test_per_class": None, "grid_per_class": 3000, "search_per_class": 1500,
               "grid_epochs": 4, "search_epochs": 3, "final_epochs": 12, "final_augment": "flip",
-              "conv_dropouts": [0.05, 0.2], "head_dropouts": [0.3], "hidden_sizes": [128]},
+              "conv_dropouts": [0.0, 0.1], "head_dropouts": [0.0], "hidden_sizes": [128]},
     "full": {"train_per_class": None, "test_per_class": None, "grid_per_class": None, "search_per_class": 2000,
              "grid_epochs": 15, "search_epochs": 6, "final_epochs": 30, "final_augment": "flip",
              "conv_dropouts": [0.1, 0.25], "head_dropouts": [0.3, 0.5], "hidden_sizes": [64, 128]},
