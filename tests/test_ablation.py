@@ -60,6 +60,11 @@ def test_the_caption_says_where_it_was_measured_and_what_this_run_changed():
     # the search's dropouts make the final configuration: a run with other ones is told so
     dropout = make_config("cnn", **{**CNN, "profile": "quick", "head_dropouts": [0.3]})
     assert "`head_dropouts` `[0.3]` (measured with `[0.0]`)" in ablation.ablation_caption(record(), dropout)
+    # the table's runs train the search's first configuration; a run whose search chose another is told so
+    first, other = quick.search_configs[:2]
+    assert "search chose" not in ablation.ablation_caption(record(), quick, best=first)
+    chose = ablation.ablation_caption(record(), quick, best={**other, "name": "<b>x</b>"})
+    assert "This run's search chose **\\<b\\>x\\</b\\>**" in chose and "**conv\\_dropout 0 \\+ dense\\_dropout 0" in chose
 
 
 def test_a_hostile_or_missing_file_is_a_sentence_not_markup(tmp_path):

@@ -69,8 +69,9 @@ def ablation_frame(record: Mapping) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def ablation_caption(record: Mapping, cfg: Mapping | None = None) -> str:
-    """Markdown: where the table's numbers come from, and how this run's recipe differs from the one measured."""
+def ablation_caption(record: Mapping, cfg: Mapping | None = None, *, best: Mapping | None = None) -> str:
+    """Markdown: where the table's numbers come from, and how this run's recipe differs from the one measured
+    (``best``: the configuration this run's search chose, named when it is not the one the table's runs train)."""
     machine = record.get("machine") or {}
     seeds = record.get("seeds")
     text = (f"Measured once for the toolkit, not by this run: the final recipe retrained on all 60,000 training "
@@ -91,6 +92,11 @@ def ablation_caption(record: Mapping, cfg: Mapping | None = None) -> str:
         else:
             text += (f" This run uses the recipe measured (for {md_text(cfg.get('final_epochs'))} epochs, where the "
                      f"table's runs trained for {md_text(record.get('epochs'))}).")
+    first = (cfg.get("search_configs") or [None])[0] if cfg is not None else None
+    if best is not None and first is not None and best.get("name") != first.get("name"):
+        # the benchmark trains the search's first configuration; a search may choose another one
+        text += (f" This run's search chose **{md_text(best.get('name'))}**; the table's runs train the search's "
+                 f"first configuration, **{md_text(first.get('name'))}**.")
     return text
 
 
@@ -99,19 +105,21 @@ def _seeds_last(seeds) -> str:
     return str(int(n) - 1) if n == n and n >= 1 else "?"
 
 
-def ablation_report(cfg: Mapping | None, path: str | Path = ABLATION_FILE) -> tuple[str, pd.DataFrame | None]:
+def ablation_report(cfg: Mapping | None, path: str | Path = ABLATION_FILE, *,
+                    best: Mapping | None = None) -> tuple[str, pd.DataFrame | None]:
     """The CNN report's ablation: its caption (Markdown) and table, or a sentence saying none is shipped."""
     record = load_ablation(path)
     if record is None:
         return (f"No measured ablation ships with this copy of the toolkit ({md_code(Path(path).name)} is absent or "
                 "unreadable); `scripts/benchmark_time_to_accuracy.py --ablation-epochs 4 --ablation-out` writes it.",
                 None)
-    return ablation_caption(record, cfg), ablation_frame(record)
+    return ablation_caption(record, cfg, best=best), ablation_frame(record)
 
 
-def report_outputs(cfg: Mapping | None, path: str | Path = ABLATION_FILE) -> list:
-    """What the CNN report's cell shows (``display(*report_outputs(cfg))``): the caption, then the table if any."""
+def report_outputs(cfg: Mapping | None, path: str | Path = ABLATION_FILE, *, best: Mapping | None = None) -> list:
+    """What the CNN report's cell shows (``display(*report_outputs(cfg, best=best))``): the caption, then the table
+    if any."""
     from IPython.display import Markdown  # only where a report is shown
 
-    caption, table = ablation_report(cfg, path)
+    caption, table = ablation_report(cfg, path, best=best)
     return [Markdown(caption)] + ([] if table is None else [table.set_index("taken out")])  # rows named, not numbered
