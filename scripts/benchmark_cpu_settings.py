@@ -2,9 +2,12 @@
 each setting against a float32 baseline with torch's default threads, side by side in one run.
 
 Settings: intra-op threads (1 vs torch's default), fused optimizer kernels, channels-last memory layout (the
-CNN), ``torch.compile`` (inductor; its compile time is reported apart and counted in ``with compile``), and
-bfloat16 mixed precision (``torch.autocast``). Each row is the median images per second of ``--rounds`` rounds
-that alternate the settings, so a busy machine slows them all alike; ratios are to the row ``baseline``.
+CNN), ``torch.compile`` (inductor; its compile time is reported apart and counted in ``with compile``),
+bfloat16 mixed precision (``torch.autocast``), and the toolkit's float32 path on this CPU held to AVX2 (torch's
+``ATEN_CPU_CAPABILITY`` and oneDNN's ``ONEDNN_MAX_CPU_ISA``, in a process of its own): what a laptop without AVX-512
+or bfloat16 hardware, most students' laptops, runs at the same clock. Each row is the median images per second of
+``--rounds`` rounds that alternate the settings, so a busy machine slows them all alike; ratios are to the row
+``baseline``.
 What :func:`helpers.engine.training.fit` does with the answers is in the README's performance section.
 
     python scripts/benchmark_cpu_settings.py
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,7 +49,12 @@ SETTINGS = {
     "torch.compile": {"compile": True},
     "bf16 autocast": {"bf16": True},
     "channels-last + bf16 + fused": {"channels_last": True, "bf16": True, "fused": True},
+    # what precision="auto" trains on a CPU without bfloat16 hardware: float32, channels-last, fused
+    "AVX2 only: channels-last + fused": {"channels_last": True, "fused": True, "isa": "avx2"},
 }
+# The environment that holds torch's own kernels and oneDNN's (convolutions) to each instruction set; both are
+# read when torch loads, so such a setting runs in a process of its own.
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
 
 def build(name: str, channels_last: bool) -> torch.nn.Module:
@@ -54,6 +63,15 @@ def build(name: str, channels_last: bool) -> torch.nn.Module:
         return build_mlp(hidden_sizes=[256, 128, 64], activation="tanh", num_classes=10)
     model = build_from_spec("strong")  # the toolkit builds it channels-last
     return model if channels_last else model.to(memory_format=torch.contiguous_format)
+
+
+def in_process_of_its_own(name: str, setting: str) -> tuple[float, float]:
+    """:func:`images_per_second` of ``setting`` in a new Python process with the setting's instruction set."""
+    env = {**os.environ, **ISA_ENV[SETTINGS[setting]["isa"]]}
+    out = subprocess.run([sys.executable, __file__, "--one", name, setting, "--steps", str(MODELS[name]["steps"])],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    rate, warm = json.loads(out.splitlines()[-1])
+    return rate, warm
 
 
 def images_per_second(name: str, X: torch.Tensor, y: torch.Tensor, *, threads=None, fused=False,
@@ -100,6 +118,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of SETTINGS")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "SETTING"), help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = [m for m in args.models.split(",") if m]
     chosen = [s for s in args.settings.split(",") if s]
@@ -108,6 +128,12 @@ def main(argv=None) -> dict:
         parser.error(f"unknown {', '.join(unknown)}; models: {', '.join(MODELS)}; settings: {', '.join(SETTINGS)}")
     gen = torch.Generator().manual_seed(0)
     X, y = torch.rand(4096, 1, 28, 28, generator=gen), torch.randint(0, 10, (4096,), generator=gen)
+    if args.one:  # one setting, in the process in_process_of_its_own started: its result on the last line
+        name, setting = args.one
+        MODELS[name] = {**MODELS[name], "steps": args.steps or MODELS[name]["steps"]}
+        options = {k: v for k, v in SETTINGS[setting].items() if k != "isa"}
+        print(json.dumps(images_per_second(name, X, y, **options)))
+        return {}
     print(f"{os.cpu_count()} cores, torch {torch.__version__}, default threads {torch.get_num_threads()}, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}, bf16 in hardware: "
           f"{native_bf16(torch.device('cpu'))}", flush=True)
@@ -117,7 +143,8 @@ def main(argv=None) -> dict:
         warmups = {s: [] for s in chosen}
         for _ in range(args.rounds):
             for s in chosen:
-                rate, warm = images_per_second(name, X, y, **SETTINGS[s])
+                rate, warm = (in_process_of_its_own(name, s) if "isa" in SETTINGS[s]
+                              else images_per_second(name, X, y, **SETTINGS[s]))
                 rates[s].append(rate)
                 warmups[s].append(warm)
         median = {s: statistics.median(v) for s, v in rates.items()}

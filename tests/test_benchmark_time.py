@@ -18,9 +18,9 @@ from tests.test_ablation import SCRIPT_INGREDIENTS
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "benchmark_time_to_accuracy.py"
 
 
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HELPERS_PROGRESS": "0"})
+                          env={**os.environ, "HELPERS_PROGRESS": "0", **(env or {})})
 
 
 @pytest.mark.slow
@@ -28,9 +28,12 @@ def test_the_ladder_the_targets_the_ablation_and_the_seed_recipe(fake_data_dir, 
     out, ablation = tmp_path / "bench.json", tmp_path / "ablation.json"
     done = run(["--epochs", "2,1", "--seeds", "2", "--train-per-class", "20", "--test-per-class", "10",
                 "--data-dir", str(fake_data_dir), "--ablation-epochs", "1", "--ablation-out", str(ablation),
-                "--seed-recipe-steps", "2", "--json", str(out)], cwd=tmp_path)
+                "--seed-recipe-steps", "2", "--json", str(out)], cwd=tmp_path,
+               env={"HELPERS_CACHE": "on", "HELPERS_CACHE_DIR": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text())
+    # every run trained: none was served by the run cache (it would time a copy), and none was stored in it
+    assert all(r["cache"] is None for r in result["runs"]) and not list((tmp_path / "cache").rglob("*"))
     ingredients = len(SCRIPT_INGREDIENTS)  # the ones the shipped table lists, in the script's order
     assert len(result["runs"]) == 2 * 2 + ingredients * 2  # every budget and every ingredient, over both seeds
     assert {(r["epochs"], r["seed"]) for r in result["runs"] if r["label"] == "recipe"} == {(1, 0), (1, 1), (2, 0), (2, 1)}

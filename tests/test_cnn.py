@@ -460,3 +460,26 @@ def test_cpu_settings_benchmark_compares_settings_to_the_baseline(monkeypatch):
     assert all(r["images_per_second"] > 0 for m in res.values() for r in m.values())
     with pytest.raises(SystemExit):
         bench.main(["--settings", "turbo"])
+
+
+def test_cpu_settings_benchmark_times_the_avx2_path_in_a_process_of_its_own(monkeypatch):
+    """The AVX2 row runs in a new process with torch's and oneDNN's kernels held to AVX2: that process reports
+    AVX2 and no bfloat16 hardware, so precision="auto" there trains in float32, as on a laptop without AVX-512."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from helpers.engine.config import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location("cpu_settings", PROJECT_ROOT / "scripts" / "benchmark_cpu_settings.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setitem(bench.MODELS, "cnn", {**bench.MODELS["cnn"], "steps": 2})
+    res = bench.main(["--models", "cnn", "--rounds", "1", "--settings", "baseline,AVX2 only: channels-last + fused"])
+    assert res["cnn"]["AVX2 only: channels-last + fused"]["images_per_second"] > 0
+    probe = ("import torch; from helpers.engine.training import native_bf16; "
+             "print(torch.backends.cpu.get_cpu_capability(), native_bf16(torch.device('cpu')))")
+    out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **bench.ISA_ENV["avx2"]},
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "False" and out[-2] != "AVX512"  # AVX2 here; a CPU below AVX2 stays below it
