@@ -49,6 +49,7 @@ SETTINGS = {
     "torch.compile": {"compile": True},
     "bf16 autocast": {"bf16": True},
     "channels-last + bf16 + fused": {"channels_last": True, "bf16": True, "fused": True},
+    "channels-last + fused": {"channels_last": True, "fused": True},  # precision="fp32" on this CPU
     # what precision="auto" trains on a CPU without bfloat16 hardware: float32, channels-last, fused
     "AVX2 only: channels-last + fused": {"channels_last": True, "fused": True, "isa": "avx2"},
 }
@@ -119,7 +120,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of SETTINGS")
     parser.add_argument("--json", default=None)
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "SETTING"), help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per setting (default: the model's)")
     args = parser.parse_args(argv)
     names = [m for m in args.models.split(",") if m]
     chosen = [s for s in args.settings.split(",") if s]
@@ -128,9 +129,11 @@ def main(argv=None) -> dict:
         parser.error(f"unknown {', '.join(unknown)}; models: {', '.join(MODELS)}; settings: {', '.join(SETTINGS)}")
     gen = torch.Generator().manual_seed(0)
     X, y = torch.rand(4096, 1, 28, 28, generator=gen), torch.randint(0, 10, (4096,), generator=gen)
+    if args.steps:
+        for name in MODELS:
+            MODELS[name] = {**MODELS[name], "steps": args.steps}
     if args.one:  # one setting, in the process in_process_of_its_own started: its result on the last line
         name, setting = args.one
-        MODELS[name] = {**MODELS[name], "steps": args.steps or MODELS[name]["steps"]}
         options = {k: v for k, v in SETTINGS[setting].items() if k != "isa"}
         print(json.dumps(images_per_second(name, X, y, **options)))
         return {}

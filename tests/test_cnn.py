@@ -462,24 +462,31 @@ def test_cpu_settings_benchmark_compares_settings_to_the_baseline(monkeypatch):
         bench.main(["--settings", "turbo"])
 
 
-def test_cpu_settings_benchmark_times_the_avx2_path_in_a_process_of_its_own(monkeypatch):
-    """The AVX2 row runs in a new process with torch's and oneDNN's kernels held to AVX2: that process reports
-    AVX2 and no bfloat16 hardware, so precision="auto" there trains in float32, as on a laptop without AVX-512."""
-    import importlib.util
+def test_cpu_settings_benchmark_times_the_avx2_path_as_the_readme_runs_it(tmp_path):
+    """The README's AVX2 command, run as written (two steps, one round): the AVX2 row runs in a new process with
+    torch's and oneDNN's kernels held to AVX2, where torch reports no bfloat16 hardware, so precision="auto"
+    trains in float32 there, as on a laptop without AVX-512."""
+    import json
     import os
+    import re
+    import shlex
     import subprocess
     import sys
 
     from helpers.engine.config import PROJECT_ROOT
 
-    spec = importlib.util.spec_from_file_location("cpu_settings", PROJECT_ROOT / "scripts" / "benchmark_cpu_settings.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    monkeypatch.setitem(bench.MODELS, "cnn", {**bench.MODELS["cnn"], "steps": 2})
-    res = bench.main(["--models", "cnn", "--rounds", "1", "--settings", "baseline,AVX2 only: channels-last + fused"])
-    assert res["cnn"]["AVX2 only: channels-last + fused"]["images_per_second"] > 0
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    args = shlex.split(re.search(r"`(--models cnn --settings [^`]*AVX2 only[^`]*)`", readme).group(1).replace("\n", " "))
+    script = PROJECT_ROOT / "scripts" / "benchmark_cpu_settings.py"
+    done = subprocess.run([sys.executable, str(script), *args, "--rounds", "1", "--steps", "2", "--json",
+                           str(tmp_path / "cpu.json")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads((tmp_path / "cpu.json").read_text())["cnn"]
+    assert list(rows) == args[args.index("--settings") + 1].split(",")
+    assert rows["AVX2 only: channels-last + fused"]["images_per_second"] > 0 and rows["baseline"]["vs_baseline"] == 1
     probe = ("import torch; from helpers.engine.training import native_bf16; "
              "print(torch.backends.cpu.get_cpu_capability(), native_bf16(torch.device('cpu')))")
-    out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **bench.ISA_ENV["avx2"]},
-                         cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         check=True).stdout.split()
     assert out[-1] == "False" and out[-2] != "AVX512"  # AVX2 here; a CPU below AVX2 stays below it
