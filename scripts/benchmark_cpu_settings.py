@@ -66,13 +66,14 @@ def build(name: str, channels_last: bool) -> torch.nn.Module:
     return model if channels_last else model.to(memory_format=torch.contiguous_format)
 
 
-def in_process_of_its_own(name: str, setting: str) -> tuple[float, float]:
-    """:func:`images_per_second` of ``setting`` in a new Python process with the setting's instruction set."""
+def in_process_of_its_own(name: str, setting: str) -> tuple[float, float, str]:
+    """:func:`images_per_second` of ``setting`` in a new Python process with the setting's instruction set, and
+    the instruction set torch used there (a CPU that lacks it, e.g. an ARM one, runs its own: the row says so)."""
     env = {**os.environ, **ISA_ENV[SETTINGS[setting]["isa"]]}
     out = subprocess.run([sys.executable, __file__, "--one", name, setting, "--steps", str(MODELS[name]["steps"])],
                          env=env, capture_output=True, text=True, check=True).stdout
-    rate, warm = json.loads(out.splitlines()[-1])
-    return rate, warm
+    rate, warm, capability = json.loads(out.splitlines()[-1])
+    return rate, warm, capability
 
 
 def images_per_second(name: str, X: torch.Tensor, y: torch.Tensor, *, threads=None, fused=False,
@@ -135,7 +136,7 @@ def main(argv=None) -> dict:
     if args.one:  # one setting, in the process in_process_of_its_own started: its result on the last line
         name, setting = args.one
         options = {k: v for k, v in SETTINGS[setting].items() if k != "isa"}
-        print(json.dumps(images_per_second(name, X, y, **options)))
+        print(json.dumps([*images_per_second(name, X, y, **options), torch.backends.cpu.get_cpu_capability()]))
         return {}
     print(f"{os.cpu_count()} cores, torch {torch.__version__}, default threads {torch.get_num_threads()}, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}, bf16 in hardware: "
@@ -144,19 +145,24 @@ def main(argv=None) -> dict:
     for name in names:
         rates = {s: [] for s in chosen}
         warmups = {s: [] for s in chosen}
+        capability = {}  # of the settings run in a process of their own
         for _ in range(args.rounds):
             for s in chosen:
-                rate, warm = (in_process_of_its_own(name, s) if "isa" in SETTINGS[s]
-                              else images_per_second(name, X, y, **SETTINGS[s]))
+                if "isa" in SETTINGS[s]:
+                    rate, warm, capability[s] = in_process_of_its_own(name, s)
+                else:
+                    rate, warm = images_per_second(name, X, y, **SETTINGS[s])
                 rates[s].append(rate)
                 warmups[s].append(warm)
         median = {s: statistics.median(v) for s, v in rates.items()}
         base = median.get("baseline") or next(iter(median.values()))
         results[name] = {s: {"images_per_second": median[s], "vs_baseline": median[s] / base,
-                             "warmup_seconds": max(warmups[s])} for s in chosen}
+                             "warmup_seconds": max(warmups[s]),
+                             **({"cpu_capability": capability[s]} if s in capability else {})} for s in chosen}
         print(f"\n{name} (batch {MODELS[name]['batch_size']}, {MODELS[name]['optimizer']}): images/s, x baseline")
         for s, r in results[name].items():
             extra = f"  (compile + warm-up {r['warmup_seconds']:.1f} s)" if "compile" in s else ""
+            extra += f"  (torch's CPU capability there: {r['cpu_capability']})" if "cpu_capability" in r else ""
             print(f"  {s:<30} {r['images_per_second']:9.0f}  {r['vs_baseline']:5.2f}x{extra}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -484,6 +484,8 @@ def test_cpu_settings_benchmark_times_the_avx2_path_as_the_readme_runs_it(tmp_pa
     rows = json.loads((tmp_path / "cpu.json").read_text())["cnn"]
     assert list(rows) == args[args.index("--settings") + 1].split(",")
     assert rows["AVX2 only: channels-last + fused"]["images_per_second"] > 0 and rows["baseline"]["vs_baseline"] == 1
+    assert rows["AVX2 only: channels-last + fused"]["cpu_capability"] != "AVX512"
+    assert "torch's CPU capability there" in done.stdout
     probe = ("import torch; from helpers.engine.training import native_bf16; "
              "print(torch.backends.cpu.get_cpu_capability(), native_bf16(torch.device('cpu')))")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
