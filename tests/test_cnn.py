@@ -476,10 +476,10 @@ def test_cpu_settings_benchmark_times_the_avx2_path_as_the_readme_runs_it(tmp_pa
     from helpers.engine.config import PROJECT_ROOT
 
     readme = (PROJECT_ROOT / "README.md").read_text()
-    args = shlex.split(re.search(r"`(--models cnn --settings [^`]*AVX2 only[^`]*)`", readme).group(1).replace("\n", " "))
-    script = PROJECT_ROOT / "scripts" / "benchmark_cpu_settings.py"
-    done = subprocess.run([sys.executable, str(script), *args, "--rounds", "1", "--steps", "2", "--json",
-                           str(tmp_path / "cpu.json")], capture_output=True, text=True, timeout=600)
+    command = re.search(r"`(python scripts/benchmark_cpu_settings.py [^`]*AVX2 only[^`]*)`", readme).group(1)
+    args = shlex.split(command.replace("\n", " "))[1:]  # the script and its arguments, as the README gives them
+    done = subprocess.run([sys.executable, *args, "--rounds", "1", "--steps", "2", "--json", str(tmp_path / "cpu.json")],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = json.loads((tmp_path / "cpu.json").read_text())["cnn"]
     assert list(rows) == args[args.index("--settings") + 1].split(",")
