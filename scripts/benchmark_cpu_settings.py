@@ -72,8 +72,7 @@ def in_process_of_its_own(name: str, setting: str) -> tuple[float, float, str]:
     env = {**os.environ, **ISA_ENV[SETTINGS[setting]["isa"]]}
     out = subprocess.run([sys.executable, __file__, "--one", name, setting, "--steps", str(MODELS[name]["steps"])],
                          env=env, capture_output=True, text=True, check=True).stdout
-    rate, warm, capability = json.loads(out.splitlines()[-1])
-    return rate, warm, capability
+    return tuple(json.loads(out.splitlines()[-1]))  # (images/s, warm-up seconds, capability)
 
 
 def images_per_second(name: str, X: torch.Tensor, y: torch.Tensor, *, threads=None, fused=False,
